@@ -1,0 +1,1 @@
+"""loopcap analyzers: read pcap/pcapng, decode, track TCP connections and UDP conversations."""

@@ -1,0 +1,246 @@
+"""Streaming HTTP/1.x message splitter.
+
+Fed with one direction's reassembled bytes, it names each request and response (method, path,
+status, header and body sizes) the way the socket tutorials split header from body, keeping only
+the header block being parsed (bounded) and never the bodies.  Bodies are delimited as RFC 9112
+says: ``Content-Length``, ``Transfer-Encoding: chunked``, no body for HEAD responses, 1xx, 204 and
+304, and otherwise (responses only) until the connection closes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+MAX_HEADER_BYTES = 64 * 1024
+MAX_MESSAGES = 10_000
+
+
+@dataclass
+class HttpMessage:
+    kind: str  #: "request" or "response"
+    frame: int  #: frame where the message starts
+    start_line: str
+    method: str | None = None
+    target: str | None = None
+    version: str = ""
+    status: int | None = None
+    reason: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    header_bytes: int = 0  #: start line + headers + the blank line
+    body_bytes: int = 0
+    body_framing: str = "none"  #: content-length, chunked, until-close, none
+    complete: bool = False
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for k, v in self.headers:
+            if k.lower() == low:
+                return v
+        return None
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"kind": self.kind, "frame": self.frame, "start_line": self.start_line,
+                                "version": self.version}
+        if self.kind == "request":
+            d["method"] = self.method
+            d["target"] = self.target
+        else:
+            d["status"] = self.status
+            d["reason"] = self.reason
+        d.update(header_bytes=self.header_bytes, body_bytes=self.body_bytes, body_framing=self.body_framing,
+                 complete=self.complete, content_type=self.header("Content-Type"),
+                 host=self.header("Host"))
+        return d
+
+
+class HttpSplitter:
+    """Split one direction of a connection into HTTP/1.x messages (sans-I/O)."""
+
+    def __init__(self) -> None:
+        self.messages: list[HttpMessage] = []
+        self.state = "detect"  # detect, headers, body, chunk-size, chunk-data, chunk-crlf, trailers, close, off
+        self._buf = bytearray()
+        self._remaining = 0
+        self._cur: HttpMessage | None = None
+        self._frame = 0
+        #: request methods seen on the peer direction (to know that a HEAD response has no body)
+        self.peer_requests: deque[str] = deque(maxlen=1024)
+        self.peer: HttpSplitter | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state != "off"
+
+    def feed(self, data: bytes, frame: int) -> None:
+        if self.state == "off" or not data:
+            return
+        self._frame = frame
+        mv = memoryview(data)
+        pos = 0
+        n = len(data)
+        guard = 0
+        while pos < n and self.state != "off":
+            guard += 1
+            if guard > 1_000_000:
+                self.state = "off"
+                break
+            st = self.state
+            if st in ("detect", "headers", "trailers"):
+                pos = self._take_header_bytes(mv, pos, frame)
+            elif st == "body":
+                take = min(self._remaining, n - pos)
+                assert self._cur is not None
+                self._cur.body_bytes += take
+                self._remaining -= take
+                pos += take
+                if self._remaining == 0:
+                    self._done()
+            elif st == "close":
+                assert self._cur is not None
+                self._cur.body_bytes += n - pos
+                pos = n
+            elif st == "chunk-size":
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    self._buf += mv[pos:]
+                    if len(self._buf) > 1024:
+                        self.state = "off"
+                    pos = n
+                    continue
+                line = bytes(self._buf) + bytes(mv[pos:nl])
+                self._buf.clear()
+                pos = nl + 1
+                size_txt = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_txt, 16)
+                except ValueError:
+                    self.state = "off"
+                    continue
+                if size == 0:
+                    self.state = "trailers"
+                    self._buf.clear()
+                else:
+                    self._remaining = size
+                    self.state = "chunk-data"
+            elif st == "chunk-data":
+                take = min(self._remaining, n - pos)
+                assert self._cur is not None
+                self._cur.body_bytes += take
+                self._remaining -= take
+                pos += take
+                if self._remaining == 0:
+                    self.state = "chunk-crlf"
+                    self._remaining = 2
+            elif st == "chunk-crlf":
+                # skip CRLF (tolerate bare LF)
+                c = data[pos]
+                pos += 1
+                if c == 0x0A:
+                    self.state = "chunk-size"
+            else:  # pragma: no cover - defensive
+                self.state = "off"
+
+    def _take_header_bytes(self, mv: memoryview, pos: int, frame: int) -> int:
+        data = mv.obj if isinstance(mv.obj, bytes) else bytes(mv)
+        if self.state == "detect":
+            if not self._buf:
+                self._msg_frame = frame
+            probe = bytes(self._buf[:8]) + bytes(mv[pos:pos + 8])
+            if len(probe) >= 4 and not (probe.startswith(b"HTTP/1.") or b"HTTP/1."[:len(probe)] == probe[:7]
+                                        or any(probe.startswith(m + b" ") or (m + b" ").startswith(probe[:len(m) + 1])
+                                               for m in METHODS)):
+                self.state = "off"
+                return len(data)
+        # find the end of the header block: \r\n\r\n or \n\n, possibly spanning feeds
+        start_len = len(self._buf)
+        self._buf += mv[pos:]
+        end = self._buf.find(b"\r\n\r\n", max(0, start_len - 3))
+        sep = 4
+        if end < 0:
+            end = self._buf.find(b"\n\n", max(0, start_len - 1))
+            sep = 2
+        if end < 0:
+            if len(self._buf) > MAX_HEADER_BYTES:
+                self.state = "off"
+            return len(data)
+        block_len = end + sep
+        consumed = block_len - start_len
+        block = bytes(self._buf[:end])
+        self._buf.clear()
+        if self.state == "trailers":
+            assert self._cur is not None
+            self._cur.body_bytes += 0
+            self._done()
+            return pos + consumed
+        self._start_message(block, block_len)
+        return pos + consumed
+
+    def _start_message(self, block: bytes, block_len: int) -> None:
+        lines = block.replace(b"\r\n", b"\n").split(b"\n")
+        start = lines[0].decode("latin-1")
+        headers: list[tuple[str, str]] = []
+        for ln in lines[1:]:
+            if b":" in ln:
+                k, v = ln.split(b":", 1)
+                headers.append((k.decode("latin-1").strip(), v.decode("latin-1").strip()))
+        frame = getattr(self, "_msg_frame", self._frame)
+        parts = start.split(" ", 2)
+        if start.startswith("HTTP/"):
+            msg = HttpMessage("response", frame, start, version=parts[0])
+            try:
+                msg.status = int(parts[1]) if len(parts) > 1 else None
+            except ValueError:
+                msg.status = None
+            msg.reason = parts[2] if len(parts) > 2 else ""
+        elif len(parts) == 3 and parts[2].startswith("HTTP/"):
+            msg = HttpMessage("request", frame, start, method=parts[0], target=parts[1], version=parts[2])
+        else:
+            self.state = "off"
+            return
+        msg.headers = headers[:200]
+        msg.header_bytes = block_len
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(msg)
+        if msg.kind == "request" and self.peer is not None:
+            self.peer.peer_requests.append(msg.method or "")
+        self._cur = msg
+        te = (msg.header("Transfer-Encoding") or "").lower()
+        cl = msg.header("Content-Length")
+        no_body = False
+        if msg.kind == "response":
+            req = self.peer_requests.popleft() if self.peer_requests else None
+            st = msg.status or 0
+            if 100 <= st < 200 or st in (204, 304) or req == "HEAD":
+                no_body = True
+        if no_body:
+            msg.body_framing = "none"
+            self._done()
+        elif "chunked" in te:
+            msg.body_framing = "chunked"
+            self.state = "chunk-size"
+        elif cl is not None and cl.strip().isdigit():
+            msg.body_framing = "content-length"
+            self._remaining = int(cl.strip())
+            if self._remaining == 0:
+                self._done()
+            else:
+                self.state = "body"
+        elif msg.kind == "response":
+            msg.body_framing = "until-close"
+            self.state = "close"
+        else:
+            msg.body_framing = "none"
+            self._done()
+
+    def _done(self) -> None:
+        if self._cur is not None:
+            self._cur.complete = True
+        self._cur = None
+        self.state = "headers"
+
+    def finish(self) -> None:
+        """End of stream: a body delimited by the close is complete now."""
+        if self.state == "close" and self._cur is not None:
+            self._cur.complete = True

@@ -1,0 +1,1 @@
+"""loopcap capture layer: loopback traffic generators and live capture backends (scapy, pyshark)."""

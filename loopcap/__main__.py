@@ -1,0 +1,3 @@
+from loopcap.cli import main
+
+main()

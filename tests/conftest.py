@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PCAPS = REPO / "pcaps"
+
+
+def corpus_dir() -> Path:
+    env = os.environ.get("LOOPCAP_CORPUS")
+    return Path(env) if env else REPO.parent / "shared" / "corpus"
+
+
+def need_corpus() -> Path:
+    d = corpus_dir()
+    if not (d / "captures").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"the shared corpus is missing at {d} (CI must have it beside the checkout)")
+        pytest.skip(f"shared corpus not found at {d}; set LOOPCAP_CORPUS to its path")
+    return d
+
+
+def need_tshark() -> str:
+    path = shutil.which("tshark")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("tshark is not installed: .ci/run must install it (apt-get install tshark)")
+        pytest.skip("tshark not installed (sudo apt-get install tshark)")
+    return path
