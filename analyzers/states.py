@@ -71,6 +71,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.LAST_ACK, E.RECV_FIN): S.LAST_ACK,
     (S.TIME_WAIT, E.RECV_FIN): S.TIME_WAIT,  # the peer retransmits its FIN
     (S.CLOSED, E.RECV_ACK_OF_FIN): S.CLOSED,
+    (S.CLOSED, E.RECV_SYN): S.CLOSED,  # nothing listens: the SYN is answered with RST,ACK (refused)
 }
 # a reset closes from every state
 for _s in State:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analyzers.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, flags_str, format_ip
+from analyzers.decode import TCP_ACK, TCP_RST, TCP_SYN, flags_str, format_ip
 from analyzers.reassembly import M32
 from analyzers.services import port_info
 from analyzers.states import EndpointStates, Event, State
@@ -248,15 +248,23 @@ def summarize_tcp(c: TcpConnection) -> dict[str, Any]:
         "teardown": teardown,
         "payload": payload,
     }
-    result["states"] = _timeline(c, cd, handshake, teardown, tpk)
+    result["states"] = _timeline(c, cd, handshake, teardown, tpk, refused)
     return result
 
 
 def _timeline(c: TcpConnection, cd: int, hs: dict[str, Any], td: dict[str, Any],
-              tpk: list[Pkt]) -> dict[str, Any]:
+              tpk: list[Pkt], refused: bool) -> dict[str, Any]:
     """Endpoint states through the control packets (handshake, FINs, their ACKs, RSTs)."""
     midstream = c.syn is None and c.synack is None
-    es = EndpointStates(State.ESTABLISHED, State.ESTABLISHED) if midstream else EndpointStates()
+    if midstream:
+        es = EndpointStates(State.ESTABLISHED, State.ESTABLISHED)
+        initial = "ESTABLISHED (no handshake in the capture)"
+    elif refused:
+        es = EndpointStates(State.CLOSED, State.CLOSED)
+        initial = "client CLOSED, server CLOSED (nothing listening)"
+    else:
+        es = EndpointStates()
+        initial = "client CLOSED, server LISTEN"
     events: list[tuple[int, int, str, Event]] = []  # (frame, order, side, event)
     other = {"client": "server", "server": "client"}
     if c.syn is not None:
@@ -293,8 +301,7 @@ def _timeline(c: TcpConnection, cd: int, hs: dict[str, Any], td: dict[str, Any],
         elif seen_rst:
             continue
         es.apply(frame, sd, ev)
-    _ = TCP_FIN
-    return {"initial": "ESTABLISHED (no handshake in capture)" if midstream else "client CLOSED, server LISTEN",
+    return {"initial": initial,
             "timeline": [ch.to_dict() for ch in es.timeline],
             "final": {"client": es.state["client"].value, "server": es.state["server"].value}}
 

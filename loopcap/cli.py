@@ -1,5 +1,218 @@
-"""Command-line interface (placeholder until the analyzer lands in this same change series)."""
+"""The ``loopcap`` command line.
+
+Exit codes (documented in the README):
+  0  analyzed (warnings allowed, e.g. a damaged tail)
+  1  a check failed (capture self-check against the generator manifest, ``check``)
+  2  the input cannot be read as a capture, or the command line is wrong
+130  interrupted (Ctrl+C) outside a capture
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file
+from analyzers.errors import LoopcapError, UsageError
+from loopcap import __version__
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _fail(err: LoopcapError) -> NoReturn:
+    click.echo(f"loopcap: error: {err.message}", err=True)
+    if err.hint:
+        click.echo(f"  {err.hint}", err=True)
+    sys.exit(err.exit_code)
+
+
+def _style_for(color: str) -> Callable[..., str]:
+    use = color == "always" or (color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    if use:
+        return click.style
+    return lambda text, **_: text
+
+
+def _match_host(ep: dict[str, Any], host: str | None) -> bool:
+    return host is None or ep["ip"] == host
+
+
+def filter_doc(doc: dict[str, Any], *, stream: int | None, udp_stream: int | None, port: int | None,
+               host: str | None) -> dict[str, Any]:
+    """Apply --stream / --udp-stream / --port / --host to a loopcap/1 document."""
+    if stream is None and udp_stream is None and port is None and host is None:
+        return doc
+
+    def keep(item: dict[str, Any]) -> bool:
+        c, s = item["client"], item["server"]
+        if port is not None and port not in (c["port"], s["port"]):
+            return False
+        return host is None or _match_host(c, host) or _match_host(s, host)
+
+    tcp = [c for c in doc["tcp"] if keep(c)]
+    udp = [u for u in doc["udp"] if keep(u)]
+    if stream is not None or udp_stream is not None:
+        tcp = [c for c in tcp if c["stream"] == stream] if stream is not None else []
+        udp = [u for u in udp if u["stream"] == udp_stream] if udp_stream is not None else []
+        if stream is not None and not tcp:
+            ids = [c["stream"] for c in doc["tcp"]]
+            have = f"streams {ids[0]}-{ids[-1]}" if ids else "no TCP connections"
+            raise UsageError(f"no TCP stream {stream} matches (the capture has {have})")
+        if udp_stream is not None and not udp:
+            ids = [u["stream"] for u in doc["udp"]]
+            have = f"UDP streams {ids[0]}-{ids[-1]}" if ids else "no UDP conversations"
+            raise UsageError(f"no UDP stream {udp_stream} matches (the capture has {have})")
+    out = dict(doc)
+    out["tcp"] = tcp
+    out["udp"] = udp
+    out["filtered"] = {"stream": stream, "udp_stream": udp_stream, "port": port, "host": host}
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loopcap")
+def cli() -> None:
+    """loopcap: see TCP and UDP at work.
+
+    Analyze saved captures (handshakes, teardowns, payloads), follow a stream, and (with the
+    capture commands) record built-in loopback scenarios and check them end to end.
+    """
+
+
+def _options(server_port: tuple[int, ...], keep: Callable[[int], bool] | bool = False,
+             http: bool = True) -> AnalysisOptions:
+    return AnalysisOptions(server_ports=frozenset(server_port), keep_payload=keep, http=http)
+
+
+def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
+    return analyze_file(path, opts)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the loopcap/1 JSON document instead of text.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format (--json is short for --format json).")
+@click.option("--stream", type=int, help="Only this TCP connection (Wireshark's tcp.stream number).")
+@click.option("--udp-stream", type=int, help="Only this UDP conversation (udp.stream number).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Only connections with this port on either side.")
+@click.option("--host", help="Only connections with this IP address on either side.")
+@click.option("--server-port", type=click.IntRange(0, 65535), multiple=True,
+              help="A port known to be a server's (decides roles when a connection has no SYN). Repeatable.")
+@click.option("--no-http", is_flag=True, help="Do not look for HTTP/1.x messages in TCP payloads.")
+@click.option("--all-datagrams", is_flag=True, help="List every UDP datagram in the text output.")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+def analyze(files: tuple[str, ...], as_json: bool, fmt: str, stream: int | None, udp_stream: int | None,
+            port: int | None, host: str | None, server_port: tuple[int, ...], no_http: bool,
+            all_datagrams: bool, color: str) -> None:
+    """Explain the TCP connections and UDP conversations in pcap/pcapng FILES.
+
+    With several files and --json, one JSON document per line (JSON Lines).
+    """
+    from analyzers.walkthrough import render
+
+    if as_json:
+        fmt = "json"
+    style = _style_for(color)
+    try:
+        for i, path in enumerate(files):
+            res = run_analysis(path, _options(server_port, http=not no_http))
+            doc = filter_doc(res.to_dict(), stream=stream, udp_stream=udp_stream, port=port, host=host)
+            if fmt == "json":
+                indent = None if len(files) > 1 else 2
+                click.echo(json.dumps(doc, indent=indent))
+            else:
+                if i:
+                    click.echo("")
+                click.echo(render(doc, style, all_datagrams=all_datagrams or udp_stream is not None), nl=False)
+                for w in doc["warnings"]:
+                    click.echo(f"loopcap: warning: {w}", err=True)
+    except LoopcapError as err:
+        _fail(err)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--stream", type=int, help="The TCP connection to follow (tcp.stream number).")
+@click.option("--udp-stream", type=int, help="Follow a UDP conversation instead (udp.stream number).")
+@click.option("--format", "fmt", type=click.Choice(["ascii", "hex", "raw", "binary"]), default="ascii",
+              show_default=True, help="ascii/hex/raw as Wireshark's Follow Stream; binary writes the bytes.")
+@click.option("--direction", type=click.Choice(["client", "server"]), help="Only one side's data.")
+@click.option("--server-port", type=click.IntRange(0, 65535), multiple=True)
+def follow(file: str, stream: int | None, udp_stream: int | None, fmt: str, direction: str | None,
+           server_port: tuple[int, ...]) -> None:
+    """Print a connection's reassembled payload, like Wireshark's Follow TCP Stream."""
+    from analyzers.follow import node, render_follow, tcp_chunks, udp_chunks
+
+    if (stream is None) == (udp_stream is None):
+        _fail(UsageError("give exactly one of --stream N (TCP) or --udp-stream N (UDP)"))
+    want = stream if stream is not None else udp_stream
+    try:
+        res = run_analysis(file, _options(server_port, keep=lambda s: s == want, http=False))
+    except LoopcapError as err:
+        _fail(err)
+    if stream is not None:
+        conns = [c for c in res.tcp if c.stream == stream]
+        if not conns:
+            ids = [c.stream for c in res.tcp]
+            _fail(UsageError(f"no TCP stream {stream} (the capture has "
+                             + (f"streams {ids[0]}-{ids[-1]})" if ids else "no TCP connections)")))
+        c = conns[0]
+        cd = c.client_dir or 0
+        out = render_follow(tcp_chunks(c), fmt, proto="tcp", stream=stream,
+                            nodes=(node(c.ep[cd]), node(c.ep[1 - cd])), direction=direction)
+    else:
+        convs = [u for u in res.udp if u.stream == udp_stream]
+        if not convs:
+            _fail(UsageError(f"no UDP stream {udp_stream} in the capture"))
+        u = convs[0]
+        assert udp_stream is not None
+        out = render_follow(udp_chunks(u), fmt, proto="udp", stream=udp_stream,
+                            nodes=(node(u.client), node(u.server)), direction=direction)
+    if isinstance(out, bytes):
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+    else:
+        click.echo(out, nl=False)
+    for w in res.warnings:
+        click.echo(f"loopcap: warning: {w}", err=True)
+
+
+@cli.command()
+def states() -> None:
+    """Print the TCP endpoint state machine loopcap uses (state, event, next state)."""
+    from analyzers.states import table_text
+
+    click.echo(table_text())
 
 
 def main() -> None:
-    raise SystemExit(0)
+    try:
+        cli.main(standalone_mode=False, prog_name="loopcap")
+    except click.exceptions.Abort:
+        click.echo("loopcap: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("loopcap: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        # output piped into `head` and closed: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except LoopcapError as err:
+        _fail(err)
+
+
+if __name__ == "__main__":
+    main()
