@@ -31,3 +31,17 @@ def need_tshark() -> str:
             pytest.fail("tshark is not installed: .ci/run must install it (apt-get install tshark)")
         pytest.skip("tshark not installed (sudo apt-get install tshark)")
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite pcaps/golden/* from the current output instead of comparing")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+def fixture_pcaps() -> list[Path]:
+    return sorted(p for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng") and p.is_file())
