@@ -234,7 +234,11 @@ class _FragSet:
 
 
 class Reassembler:
-    """IPv4 / IPv6 fragment reassembly with bounded memory (oldest incomplete datagrams evicted)."""
+    """IPv4 / IPv6 fragment reassembly with bounded memory (oldest incomplete datagrams evicted).
+
+    Overlaps are resolved as Wireshark does (``fragment_defragment_and_free``): fragments are laid
+    down in offset order (arrival order for equal offsets) and each contributes only the bytes past
+    those already laid, so the lower-offset, earlier copy wins."""
 
     def __init__(self, max_datagrams: int = 1024, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._sets: OrderedDict[tuple[object, ...], _FragSet] = OrderedDict()
@@ -244,7 +248,10 @@ class Reassembler:
         self.evicted = 0
 
     def add(self, key: tuple[object, ...], frame: int, offset: int, more: bool, data: bytes,
-            header: tuple[int, bytes, bytes, int]) -> tuple[bytes, tuple[int, ...]] | None:
+            header: tuple[int, bytes, bytes, int]
+            ) -> tuple[bytes, tuple[int, ...], tuple[int, bytes, bytes, int]] | None:
+        """Add a fragment; when the datagram is complete, return its payload, the frames of its fragments
+        and the ``header`` given with its offset-0 fragment."""
         fs = self._sets.get(key)
         if fs is None:
             fs = _FragSet(frame)
@@ -255,10 +262,15 @@ class Reassembler:
                 self.evicted += 1
         if offset + len(data) > 65535 + 65535:
             return None
-        if offset not in fs.parts:
+        prev = fs.parts.get(offset)
+        if prev is None:
             fs.parts[offset] = data
             fs.size += len(data)
             self.bytes_held += len(data)
+        elif len(data) > len(prev):  # same offset, longer: the first copy wins, the rest extends it
+            fs.parts[offset] = prev + data[len(prev):]
+            fs.size += len(data) - len(prev)
+            self.bytes_held += len(data) - len(prev)
         fs.frames.append(frame)
         if offset == 0:
             fs.header = header
@@ -275,12 +287,16 @@ class Reassembler:
         if pos < fs.total:
             return None
         buf = bytearray(fs.total)
+        pos = 0
         for off in sorted(fs.parts):
             chunk = fs.parts[off][: max(0, fs.total - off)]
-            buf[off:off + len(chunk)] = chunk
+            if off + len(chunk) > pos:  # only the bytes past those already laid down
+                skip = max(0, pos - off)
+                buf[off + skip:off + len(chunk)] = chunk[skip:]
+                pos = off + len(chunk)
         del self._sets[key]
         self.bytes_held -= fs.size
-        return bytes(buf), tuple(fs.frames)
+        return bytes(buf), tuple(fs.frames), fs.header
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +338,35 @@ def _icmp_quote(frame: int, ts_ns: int, body: bytes, v6: bool) -> TcpSegment | U
     if len(inner) < 40 or inner[0] >> 4 != 6:
         return None
     return _quoted_l4(frame, ts_ns, 6, inner[8:24], inner[24:40], inner[6], inner[40:])
+
+
+def _ipv6_ext_walk(data: bytes, pos: int, end: int, nxt: int) -> tuple[int, int, tuple[int, bool, int] | None]:
+    """Walk IPv6 extension headers from ``pos``: (upper-layer protocol, its offset, the Fragment header's
+    (offset, more, identification) if one was met).  The walk stops after the Fragment header of a real
+    (non-atomic) fragment: what follows is fragment data, to be walked after reassembly."""
+    frag: tuple[int, bool, int] | None = None
+    hops = 0
+    while nxt in _IPV6_EXT or nxt == 44 or nxt == 51:
+        hops += 1
+        if hops > 16:
+            raise _Bad("IPv6", "more than 16 extension headers")
+        if pos + 8 > end:
+            raise _Bad("IPv6", f"extension header {nxt} truncated")
+        if nxt == 44:  # Fragment
+            fo = (data[pos + 2] << 8) | data[pos + 3]
+            ident = struct.unpack(">I", data[pos + 4:pos + 8])[0]
+            frag = ((fo & 0xFFF8), bool(fo & 1), ident)
+            nxt = data[pos]
+            pos += 8
+            if frag[0] or frag[1]:
+                break
+            continue
+        hlen = (data[pos + 1] + 2) * 4 if nxt == 51 else (data[pos + 1] + 1) * 8
+        nxt = data[pos]
+        pos += hlen
+        if pos > end:
+            raise _Bad("IPv6", "extension header length points past the packet")
+    return nxt, pos, frag
 
 
 class Decoder:
@@ -380,7 +425,7 @@ class Decoder:
                                        (4, src, dst, proto))
             if res is None:
                 return FRAGMENT
-            whole, frames = res
+            whole, frames, _ = res
             return self._l4(frame, ts_ns, 4, src, dst, proto, whole, len(whole), ihl + len(whole), frames)
         return self._l4(frame, ts_ns, 4, src, dst, proto, payload, total - ihl, total, ())
 
@@ -399,26 +444,7 @@ class Decoder:
         pos = off + 40
         end_wire = pos + plen
         end = min(end_wire, len(data))
-        frag: tuple[int, bool, int] | None = None
-        hops = 0
-        while nxt in _IPV6_EXT or nxt == 44 or nxt == 51:
-            hops += 1
-            if hops > 16:
-                raise _Bad("IPv6", "more than 16 extension headers")
-            if pos + 8 > end:
-                raise _Bad("IPv6", f"extension header {nxt} truncated")
-            if nxt == 44:  # Fragment
-                fo = (data[pos + 2] << 8) | data[pos + 3]
-                ident = struct.unpack(">I", data[pos + 4:pos + 8])[0]
-                frag = ((fo & 0xFFF8), bool(fo & 1), ident)
-                nxt = data[pos]
-                pos += 8
-                continue
-            hlen = (data[pos + 1] + 2) * 4 if nxt == 51 else (data[pos + 1] + 1) * 8
-            nxt = data[pos]
-            pos += hlen
-            if pos > end:
-                raise _Bad("IPv6", "extension header length points past the packet")
+        nxt, pos, frag = _ipv6_ext_walk(data, pos, end, nxt)
         if nxt == 59:  # no next header
             return OTHER
         payload = data[pos:end]
@@ -432,8 +458,14 @@ class Decoder:
             res = self.reassembler.add((6, src, dst, ident), frame, fo, more, payload, (6, src, dst, nxt))
             if res is None:
                 return FRAGMENT
-            whole, frames = res
-            return self._l4(frame, ts_ns, 6, src, dst, nxt, whole, len(whole), 40 + len(whole), frames)
+            whole, frames, header = res
+            # the fragmentable part may start with more extension headers (destination options...);
+            # its first header type is the one the offset-0 fragment announced
+            upper, upos, _ = _ipv6_ext_walk(whole, 0, len(whole), header[3])
+            if upper == 59:
+                return OTHER
+            return self._l4(frame, ts_ns, 6, src, dst, upper, whole[upos:], len(whole) - upos, 40 + len(whole),
+                            frames)
         return self._l4(frame, ts_ns, 6, src, dst, nxt, payload, wire_len, 40 + plen, ())
 
     # -- transport ----------------------------------------------------------------------------

@@ -42,6 +42,10 @@ BLOCK_IDB = 0x00000001
 BLOCK_PB_OBSOLETE = 0x00000002
 BLOCK_SPB = 0x00000003
 BLOCK_EPB = 0x00000006
+#: blocks that Wireshark shows as frames of their own (systemd journal export, sysdig events, custom
+#: blocks): they carry no packet for loopcap but take a frame number, so later frames keep Wireshark's
+RECORD_BLOCKS_WITHOUT_PACKET = frozenset((0x00000009, 0x00000204, 0x00000216, 0x00000221, 0x00000BAD,
+                                          0x40000BAD))
 
 
 class PacketRecord(NamedTuple):
@@ -107,6 +111,7 @@ class CaptureReader:
         self.frames = 0
         self.file_format = ""
         self.interfaces: list[Interface] = []
+        self._linktypes: set[int] = set()  # of every section, not only the current one
         self._owns = False
         head = self._read_exact_or_short(4)
         if len(head) < 4:
@@ -176,7 +181,7 @@ class CaptureReader:
 
     @property
     def linktypes(self) -> list[int]:
-        return sorted({i.linktype for i in self.interfaces})
+        return sorted(lt for lt in self._linktypes | {i.linktype for i in self.interfaces} if lt >= 0)
 
     # -- classic pcap ---------------------------------------------------------------------------
     def _init_pcap(self, head: bytes) -> None:
@@ -201,7 +206,7 @@ class CaptureReader:
         unpack = struct.Struct(self._endian + "IIII").unpack
         read = self._f.read
         linktype = self.interfaces[0].linktype
-        limit = max(MAX_RECORD_BYTES, self.snaplen if self.snaplen < (1 << 30) else 0)
+        limit = MAX_RECORD_BYTES  # never trust a length from the file (snaplen included) beyond this
         ns = self.nanosecond
         frame = 0
         offset = self.offset
@@ -318,6 +323,7 @@ class CaptureReader:
             block_offset = offset
             offset += blen
             body = body[:-4]
+            self.frames = frame  # so that a warning about this block names the right frame
             if btype == BLOCK_EPB:
                 if len(body) < 20:
                     self._warn(block_offset, "Enhanced Packet Block too short; skipped")
@@ -365,8 +371,8 @@ class CaptureReader:
                 ifc = self.interfaces[iface]
                 mul, div = ifc.ts_divisor_ns
                 frame += 1
-                yield PacketRecord(frame, ((hi << 32) | lo) * mul // div, ifc.linktype,
-                                   body[20:20 + caplen], max(wirelen, caplen), iface)
+                ts = ((hi << 32) | lo) * mul // div + ifc.ts_offset_s * 1_000_000_000  # as an EPB's
+                yield PacketRecord(frame, ts, ifc.linktype, body[20:20 + caplen], max(wirelen, caplen), iface)
             elif btype == BLOCK_IDB:
                 if len(body) < 8:
                     self._warn(block_offset, "Interface Description Block too short; skipped")
@@ -376,7 +382,10 @@ class CaptureReader:
                 ifc = Interface(linktype, snaplen, (1000, 1))
                 self._parse_idb_options(body[8:], ifc, e)
                 self.interfaces.append(ifc)
-            # every other block type (NRB, ISB, DSB, custom, unknown) is skipped
+                self._linktypes.add(linktype)
+            elif btype in RECORD_BLOCKS_WITHOUT_PACKET:
+                frame += 1
+            # every other block type (NRB, ISB, DSB, unknown) is skipped
         self.frames = frame
         self.offset = offset
 

@@ -216,21 +216,21 @@ def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
         head += f"; {' and '.join(td['time_wait'])} end{'s' if len(td['time_wait']) == 1 else ''} in TIME_WAIT"
     out.append(style(head, bold=True))
     out.append(f"    {KIND_EXPLAINED[td['kind']]}")
-    fin_ack = {}
+    fin_ack: dict[int, list[str]] = {}
     for side in ("client", "server"):
         f = td["fin"][side]
         if f and f["acked_by_frame"]:
             fin_ack.setdefault(f["acked_by_frame"], []).append(side)
     for p in td["packets"]:
-        why = []
+        notes_t: list[str] = []
         if p["frame"] in fin_ack:
-            why.append(" and ".join(f"acknowledges the {s}'s FIN" for s in fin_ack[p["frame"]]))
+            notes_t.append(" and ".join(f"acknowledges the {s}'s FIN" for s in fin_ack[p["frame"]]))
         if "RST" in p["flags"].split(","):
-            why.append(style("RESET", fg="red"))
+            notes_t.append(style("RESET", fg="red"))
         if p["frame"] in notes:
-            why.append(notes[p["frame"]])
+            notes_t.append(notes[p["frame"]])
         out.append(f"    #{p['frame']:<6} {_arrow(p['from'])}  {info_flags(p['flags']):<8} {_seqack(p)}"
-                   + (f"   {'; '.join(why)}" if why else ""))
+                   + (f"   {'; '.join(notes_t)}" if notes_t else ""))
     if td["packets_omitted"]:
         out.append(f"    ... {td['packets_omitted']} more FIN/RST packets not listed")
     if td["data_after_first_fin"]["bytes"]:
