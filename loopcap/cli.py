@@ -191,6 +191,15 @@ def states() -> None:
     click.echo(table_text())
 
 
+def _register_more() -> None:
+    from loopcap import gencli
+
+    gencli.register(cli, _fail)
+
+
+_register_more()
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False, prog_name="loopcap")
