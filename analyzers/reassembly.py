@@ -56,13 +56,12 @@ class Gap:
 
 
 class _Held:
-    __slots__ = ("data", "frame", "seq", "wirelen")
+    __slots__ = ("data", "frame", "seq")
 
-    def __init__(self, seq: int, data: bytes, frame: int, wirelen: int) -> None:
+    def __init__(self, seq: int, data: bytes, frame: int) -> None:
         self.seq = seq
         self.data = data
         self.frame = frame
-        self.wirelen = wirelen  # sequence space it covers (more than ``data`` when the frame was truncated)
 
 
 class StreamAssembler:
@@ -135,8 +134,7 @@ class StreamAssembler:
                 dlen = dlen - off if dlen > off else 0
                 wirelen = (end - nxt) & M32
                 seq = nxt
-        # (a frame whose payload the snap length cut off entirely still moves the expected number)
-        if wirelen == 0 or (seq != nxt and ((seq - nxt) & M32) >= HALF):
+        if dlen == 0 or (seq != nxt and ((seq - nxt) & M32) >= HALF):
             return
         piece = data[off:off + dlen] if off or dlen != len(data) else data
         if seq == nxt:
@@ -148,7 +146,7 @@ class StreamAssembler:
                 while self._fit_held(frame):
                     pass
         else:
-            self._held.append(_Held(seq, piece, frame, wirelen))
+            self._held.append(_Held(seq, piece, frame))
             self._held_bytes += len(piece)
             if len(self._held) > self.max_held_segments or self._held_bytes > self.max_held_bytes:
                 self._skip_to_lowest(frame, "overflow")
@@ -198,19 +196,17 @@ class StreamAssembler:
         nxt = self.next_seq
         for i, h in enumerate(self._held):
             if h.seq != nxt and ((h.seq - nxt) & M32) >= HALF:  # starts before the expected seq
-                end = (h.seq + h.wirelen) & M32
+                end = (h.seq + len(h.data)) & M32
                 if end != nxt and ((end - nxt) & M32) < HALF:
                     pos = (nxt - h.seq) & M32
                     self._emit(h.data[pos:], h.frame)
-                    self.truncated_bytes += ((end - nxt) & M32) - max(0, len(h.data) - pos)
                     self.next_seq = end
                 del self._held[i]
                 self._held_bytes -= len(h.data)
                 return True
             if h.seq == nxt:
                 self._emit(h.data, h.frame)
-                self.next_seq = (nxt + h.wirelen) & M32
-                self.truncated_bytes += h.wirelen - len(h.data)
+                self.next_seq = (nxt + len(h.data)) & M32
                 del self._held[i]
                 self._held_bytes -= len(h.data)
                 return True
