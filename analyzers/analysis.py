@@ -137,9 +137,15 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
         elif cls is UdpDatagram:
             feed_udp(x)  # type: ignore[arg-type]
         elif cls is Malformed:
+            assert isinstance(x, Malformed)
             res.malformed_count += 1
             if len(malformed) < MAX_MALFORMED_LISTED:
-                malformed.append(x)  # type: ignore[arg-type]
+                malformed.append(x)
+            part = x.partial
+            if isinstance(part, TcpSegment):
+                tcp.feed_quoted(part)  # numbered like Wireshark, not analyzed
+            elif isinstance(part, UdpDatagram):
+                udp.feed_quoted(part)
         elif cls is IcmpError:
             assert isinstance(x, IcmpError)
             if len(res.icmp_errors) < 10_000:

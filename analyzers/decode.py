@@ -79,6 +79,9 @@ class Malformed:
     frame: int
     layer: str
     reason: str
+    #: the transport header fields that could be read: Wireshark still looks the conversation up
+    #: for such a segment/datagram, so it takes part in stream numbering (and nothing else)
+    partial: TcpSegment | UdpDatagram | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"frame {self.frame}: {self.layer}: {self.reason}"
@@ -479,12 +482,15 @@ class Decoder:
                 return Malformed(frame, "TCP", f"segment shorter than the 20-byte TCP header ({wire_len} bytes)")
             sport, dport, seq, ack, offflags, window = struct.unpack(">HHIIHH", seg[:16])
             hlen = (offflags >> 12) * 4
-            if hlen < 20:
-                return Malformed(frame, "TCP", f"header length {hlen} is below the minimum of 20")
-            if hlen > wire_len:
-                return Malformed(frame, "TCP", f"header length {hlen} points past the segment ({wire_len} bytes)")
-            if hlen > n:
-                return Malformed(frame, "TCP", f"header truncated by the capture ({n} of {hlen} bytes)")
+            if hlen < 20 or hlen > wire_len or hlen > n:
+                partial = TcpSegment(frame, ts_ns, version, src, dst, sport, dport, seq, ack, offflags & 0x1FF,
+                                     window, b"", b"", 0, 0)
+                if hlen < 20:
+                    return Malformed(frame, "TCP", f"header length {hlen} is below the minimum of 20", partial)
+                if hlen > wire_len:
+                    return Malformed(frame, "TCP", f"header length {hlen} points past the segment ({wire_len} bytes)",
+                                     partial)
+                return Malformed(frame, "TCP", f"header truncated by the capture ({n} of {hlen} bytes)", partial)
             return TcpSegment(frame, ts_ns, version, src, dst, sport, dport, seq, ack, offflags & 0x1FF, window,
                               seg[20:hlen], seg[hlen:wire_len], wire_len - hlen, ip_bytes)
         if proto == PROTO_UDP:
@@ -497,7 +503,8 @@ class Decoder:
             if ulen < 8:
                 return Malformed(frame, "UDP", f"length field {ulen} is below the 8-byte header")
             if ulen > wire_len:
-                return Malformed(frame, "UDP", f"length field {ulen} exceeds the IP payload ({wire_len} bytes)")
+                return Malformed(frame, "UDP", f"length field {ulen} exceeds the IP payload ({wire_len} bytes)",
+                                 UdpDatagram(frame, ts_ns, version, src, dst, sport, dport, 8, b"", 0))
             return UdpDatagram(frame, ts_ns, version, src, dst, sport, dport, ulen, seg[8:ulen], ip_bytes,
                                frag_frames)
         if ((proto == PROTO_ICMP and version == 4) or (proto == PROTO_ICMPV6 and version == 6)) and len(seg) >= 8:

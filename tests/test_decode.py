@@ -743,10 +743,6 @@ def test_tshark_numbers_streams_with_damaged_tcp_options(tmp_path: Path) -> None
 
 
 @pytest.mark.tshark
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="tshark gives a tcp.stream / udp.stream number to a segment with a bogus "
-                   "TCP data offset and to a datagram whose UDP length exceeds the IP payload; loopcap's analysis "
-                   "(analyzers/analysis.py) drops every Malformed result before the trackers, so later streams "
-                   "are numbered lower than Wireshark's")
 def test_tshark_stream_numbers_survive_malformed_segments(tmp_path: Path) -> None:
     src, dst = pb.addr(C4), pb.addr(S4)
     pkts = [
