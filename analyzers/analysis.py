@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from analyzers.decode import FRAGMENT, Decoder, IcmpError, Malformed, TcpSegment, UdpDatagram, linktype_name
 from analyzers.pcapfile import CaptureReader, PacketRecord, ReadWarning
@@ -23,6 +23,24 @@ SCHEMA = "loopcap/1"
 MAX_MALFORMED_LISTED = 100
 
 
+class Observer(Protocol):
+    """A plug-in that sees every decoded packet and adds to the document (sans-I/O, like the trackers).
+
+    ``on_tcp`` gets the connection the segment was assigned to (``conn.stream`` is its tcp.stream
+    number and ``conn.direction_of(seg)`` its direction: 0 from the connection's first sender);
+    ``on_udp`` likewise; ``on_other`` every other decode result (ICMP errors, malformed packets,
+    fragments, non-IP frames); ``contribute`` may add fields to the finished document (to each
+    ``doc["tcp"][i]`` / ``doc["udp"][i]`` or at the top level) without renaming existing ones."""
+
+    def on_tcp(self, conn: TcpConnection, seg: TcpSegment) -> None: ...
+
+    def on_udp(self, conv: UdpConversation, dg: UdpDatagram) -> None: ...
+
+    def on_other(self, frame: int, ts_ns: int, result: object) -> None: ...
+
+    def contribute(self, analysis: Analysis, doc: dict[str, Any]) -> None: ...
+
+
 @dataclass
 class AnalysisOptions:
     #: ports known to be servers' (decides roles when a connection has no SYN / SYN-ACK)
@@ -31,6 +49,8 @@ class AnalysisOptions:
     keep_payload: Callable[[int], bool] | bool = False
     #: recognise HTTP/1.x messages in TCP payloads
     http: bool = True
+    #: plug-ins that see every packet and add to the document (see :class:`Observer`)
+    observers: list[Observer] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +71,7 @@ class Analysis:
     unknown_linktypes: dict[int, int] = field(default_factory=dict)
     first_ts: int | None = None
     last_ts: int | None = None
+    observers: list[Observer] = field(default_factory=list)
     _tcp_summaries: list[dict[str, Any]] | None = None
     _udp_summaries: list[dict[str, Any]] | None = None
 
@@ -91,6 +112,12 @@ class Analysis:
 
     def to_dict(self, *, tcp: list[dict[str, Any]] | None = None,
                 udp: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        doc = self._base_dict(tcp, udp)
+        for ob in self.observers:
+            ob.contribute(self, doc)
+        return doc
+
+    def _base_dict(self, tcp: list[dict[str, Any]] | None, udp: list[dict[str, Any]] | None) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "file": self.file,
@@ -125,6 +152,20 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
     decode = decoder.decode
     feed_tcp = tcp.feed
     feed_udp = udp.feed
+    observers = list(opts.observers)
+    res.observers = observers
+    if observers:
+        def feed_tcp(seg: TcpSegment) -> TcpConnection:
+            conn = tcp.feed(seg)
+            for ob in observers:
+                ob.on_tcp(conn, seg)
+            return conn
+
+        def feed_udp(dg: UdpDatagram) -> UdpConversation:
+            conv = udp.feed(dg)
+            for ob in observers:
+                ob.on_udp(conv, dg)
+            return conv
     for rec in records:
         n += 1
         ts = rec.ts_ns
@@ -157,6 +198,9 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
                 udp.feed_quoted(q)
         elif x is not FRAGMENT:
             res.other_frames += 1
+        if observers and cls is not TcpSegment and cls is not UdpDatagram:
+            for ob in observers:
+                ob.on_other(rec.frame, ts, x)
     res.packets = n
     res.first_ts = first_ts
     res.last_ts = ts if n else None
