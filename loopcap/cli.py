@@ -192,9 +192,10 @@ def states() -> None:
 
 
 def _register_more() -> None:
-    from loopcap import gencli
+    from loopcap import capcli, gencli
 
     gencli.register(cli, _fail)
+    capcli.register(cli, _fail, _style_for)
 
 
 _register_more()

@@ -80,7 +80,7 @@ def record(fx: Fixture) -> None:
     proto = "udp" if "udp" in info.transports else "tcp"
     bpf = f"{proto} port {port}"
     if fx.recorder == "tcpdump":
-        cmd = ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "262144", "-w", str(out), bpf]
+        cmd = ["tcpdump", "-i", "lo", "--immediate-mode", "-U", "-n", "-s", "262144", "-B", "65536", "-w", str(out), bpf]
     else:
         cmd = ["dumpcap", "-i", "lo", "-f", bpf, "-w", str(out), "-n"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
