@@ -8,8 +8,10 @@ JSON document.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +23,22 @@ from analyzers.udp import UdpConversation, UdpTracker
 
 SCHEMA = "loopcap/1"
 MAX_MALFORMED_LISTED = 100
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many long-lived objects.
+
+    Every connection lives until the end of the analysis, so the generational GC only re-walks an
+    ever-growing heap: measured 27% of the run time on a 250k-packet capture.  Reference counting
+    still frees everything that is not in a cycle; the collector runs again afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class Observer(Protocol):
@@ -79,13 +97,15 @@ class Analysis:
     @property
     def tcp_summaries(self) -> list[dict[str, Any]]:
         if self._tcp_summaries is None:
-            self._tcp_summaries = [summarize_tcp(c) for c in self.tcp]
+            with gc_paused():
+                self._tcp_summaries = [summarize_tcp(c) for c in self.tcp]
         return self._tcp_summaries
 
     @property
     def udp_summaries(self) -> list[dict[str, Any]]:
         if self._udp_summaries is None:
-            self._udp_summaries = [summarize_udp(c) for c in self.udp]
+            with gc_paused():
+                self._udp_summaries = [summarize_udp(c) for c in self.udp]
         return self._udp_summaries
 
     @property
@@ -145,27 +165,44 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
     tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports)
     udp = UdpTracker(keep_payload=opts.keep_payload)
     res = Analysis(file)
-    malformed = res.malformed
-    n = 0
-    first_ts = None
-    ts = 0
     decode = decoder.decode
-    feed_tcp = tcp.feed
-    feed_udp = udp.feed
+    feed_tcp: Callable[[TcpSegment], object] = tcp.feed
+    feed_udp: Callable[[UdpDatagram], object] = udp.feed
     observers = list(opts.observers)
     res.observers = observers
     if observers:
-        def feed_tcp(seg: TcpSegment) -> TcpConnection:
+        def feed_tcp_observed(seg: TcpSegment) -> TcpConnection:
             conn = tcp.feed(seg)
             for ob in observers:
                 ob.on_tcp(conn, seg)
             return conn
 
-        def feed_udp(dg: UdpDatagram) -> UdpConversation:
+        def feed_udp_observed(dg: UdpDatagram) -> UdpConversation:
             conv = udp.feed(dg)
             for ob in observers:
                 ob.on_udp(conv, dg)
             return conv
+        feed_tcp, feed_udp = feed_tcp_observed, feed_udp_observed
+    with gc_paused():
+        n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+    res.packets = n
+    res.first_ts = first_ts
+    res.last_ts = ts if n else None
+    res.tcp = tcp.finish()
+    res.udp = udp.finish()
+    res.fragments_pending = sum(len(fs.frames) for fs in decoder.reassembler._sets.values())
+    res.unknown_linktypes = dict(decoder.unknown_linktypes)
+    return res
+
+
+def _loop(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., object],
+          feed_tcp: Callable[[TcpSegment], object], feed_udp: Callable[[UdpDatagram], object],
+          tcp: TcpTracker, udp: UdpTracker, observers: list[Observer]) -> tuple[int, int | None, int]:
+    """The hot loop: one decode and one tracker call per record."""
+    malformed = res.malformed
+    n = 0
+    first_ts: int | None = None
+    ts = 0
     for rec in records:
         n += 1
         ts = rec.ts_ns
@@ -201,14 +238,7 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
         if observers and cls is not TcpSegment and cls is not UdpDatagram:
             for ob in observers:
                 ob.on_other(rec.frame, ts, x)
-    res.packets = n
-    res.first_ts = first_ts
-    res.last_ts = ts if n else None
-    res.tcp = tcp.finish()
-    res.udp = udp.finish()
-    res.fragments_pending = sum(len(fs.frames) for fs in decoder.reassembler._sets.values())
-    res.unknown_linktypes = dict(decoder.unknown_linktypes)
-    return res
+    return n, first_ts, ts
 
 
 def analyze_file(path: str | os.PathLike[str], options: AnalysisOptions | None = None) -> Analysis:
