@@ -278,13 +278,18 @@ def _timeline(c: TcpConnection, cd: int, hs: dict[str, Any], td: dict[str, Any],
         events.append((c.synack.frame, 1, "client", Event.RECV_SYNACK))
     if c.hs_ack is not None:
         events.append((c.hs_ack.frame, 1, "server", Event.RECV_ACK_OF_SYN))
-    fin_frames = {}
+    crossed = td["fin_ack_pattern"] == "simultaneous"
     for sd in ("client", "server"):
         f = td["fin"][sd]
         if f is not None:
-            fin_frames[sd] = f["frame"]
             events.append((f["frame"], 0, sd, Event.SEND_FIN))
-            events.append((f["frame"], 2, other[sd], Event.RECV_FIN))
+            if crossed and sd == td["first_fin_by"]:
+                # the peer's own FIN did not acknowledge this one: it had not received it yet; its
+                # first acknowledgement of this FIN is the evidence of receipt
+                if f["acked_by_frame"] is not None:
+                    events.append((f["acked_by_frame"], -1, other[sd], Event.RECV_FIN))
+            else:
+                events.append((f["frame"], 2, other[sd], Event.RECV_FIN))
             if f["acked_by_frame"] is not None:
                 # the ACK of a FIN is applied to the FIN's sender before a FIN the same packet carries
                 events.append((f["acked_by_frame"], 1, sd, Event.RECV_ACK_OF_FIN))

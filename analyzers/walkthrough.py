@@ -210,6 +210,8 @@ def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
         head += f" by the {who}" if who in ("client", "server") else " by both sides"
         if td["first_fin_by"]:
             head += f" (after the {td['first_fin_by']} had sent a FIN)"
+    elif td["kind"] == "simultaneous" and td["initiator"]:
+        head += f"; both sides closed at once (the {td['initiator']}'s FIN was first on the wire)"
     elif td["initiator"]:
         head += f"; the {td['initiator']} closed first (active close)"
     if td["time_wait"]:
@@ -227,6 +229,9 @@ def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
             notes_t.append(" and ".join(f"acknowledges the {s}'s FIN" for s in fin_ack[p["frame"]]))
         if "RST" in p["flags"].split(","):
             notes_t.append(style("RESET", fg="red"))
+        first_fin = td["fin"][p["from"]]
+        if "FIN" in p["flags"].split(",") and first_fin and p["frame"] != first_fin["frame"]:
+            notes_t.append(style("retransmitted FIN", fg="yellow"))
         if p["frame"] in notes:
             notes_t.append(notes[p["frame"]])
         out.append(f"    #{p['frame']:<6} {_arrow(p['from'])}  {info_flags(p['flags']):<8} {_seqack(p)}"

@@ -69,6 +69,34 @@ def _run_lab(scenario: str, backend: str, host: str, port: int | None, options: 
         sys.exit(1)
 
 
+def _maybe_force_simultaneous(opts: dict[str, Any], fail: Fail) -> dict[str, Any]:
+    """simultaneous-close: force real simultaneity when possible (re-run inside a private namespace
+    whose loopback holds back the first FIN); otherwise say why it is not forced."""
+    from capture import netns
+
+    if netns.inside():
+        opts.setdefault("forced", True)
+        return opts
+    wanted = opts.get("forced")
+    reason = netns.unavailable_reason()
+    if wanted is False:
+        return opts
+    if reason is not None:
+        if wanted:
+            fail(LoopcapError(f"cannot force a simultaneous close: {reason}"))
+        click.echo(f"note: simultaneous close not forced ({reason}); on plain loopback the FINs usually "
+                   "do not cross, so the manifest accepts three-way and four-way too", err=True)
+        return opts
+    try:
+        code = netns.run_in_fin_drop_netns(sys.argv[1:])
+    except OSError as exc:
+        if wanted:
+            fail(LoopcapError(f"cannot force a simultaneous close: {exc}"))
+        click.echo(f"note: simultaneous close not forced (namespace setup failed: {exc})", err=True)
+        return opts
+    sys.exit(code)
+
+
 def register(cli: click.Group, fail: Fail, style_for: Callable[[str], Callable[..., str]]) -> None:
     from loopcap.gencli import _host, parse_options, scenario_info
 
@@ -121,6 +149,8 @@ def register(cli: click.Group, fail: Fail, style_for: Callable[[str], Callable[.
             except LoopcapError as err:
                 fail(err)
             out = write or f"loopcap-{scenario}.pcap"
+            if scenario == "simultaneous-close":
+                opts = _maybe_force_simultaneous(dict(opts), fail)
             _run_lab(scenario, backend, _host(host, ipv6), port, dict(opts), out, fmt, interface,
                      allow_non_loopback, as_json, quiet, style, fail, manifest_path)
             return
@@ -158,7 +188,10 @@ def register(cli: click.Group, fail: Fail, style_for: Callable[[str], Callable[.
             scenario_info(scenario)
         except LoopcapError as err:
             fail(err)
+        opts: dict[str, Any] = {}
+        if scenario == "simultaneous-close":
+            opts = _maybe_force_simultaneous(opts, fail)
         click.echo(f"loopcap demo: running the {scenario} scenario on {'::1' if ipv6 else '127.0.0.1'} "
                    f"under a live {backend} capture...\n", err=True)
-        _run_lab(scenario, backend, "::1" if ipv6 else "127.0.0.1", None, {}, write, None, "lo", False, False,
+        _run_lab(scenario, backend, "::1" if ipv6 else "127.0.0.1", None, opts, write, None, "lo", False, False,
                  False, style_for(color), fail)

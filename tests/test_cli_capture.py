@@ -115,3 +115,29 @@ def test_unknown_scenario_is_a_usage_error() -> None:
     assert result.exit_code == 2 and "unknown scenario" in result.output
 
 
+
+
+@pytest.mark.live
+@pytest.mark.skipif(bool(_NO_RAW), reason=_NO_RAW)
+def test_simultaneous_close_is_forced_in_a_private_namespace(tmp_path: Path) -> None:
+    from capture import netns
+
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"forcing a simultaneous close is not possible here: {reason}")
+    proc = _loopcap("capture", "--scenario", "simultaneous-close", "-w", "sim.pcap", "--manifest", "m.json",
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["options"]["forced"] is True
+    assert manifest["tcp"][0]["expected_teardown"] == ["simultaneous"]
+    summary = analyze_file(tmp_path / "sim.pcap").tcp_summaries[0]
+    assert summary["teardown"]["kind"] == "simultaneous"
+    assert summary["states"]["final"] == {"client": "TIME_WAIT", "server": "TIME_WAIT"}
+    assert any(ch["to"] == "CLOSING" for ch in summary["states"]["timeline"])
+
+
+def test_forcing_simultaneous_close_outside_the_namespace_is_refused() -> None:
+    result = CliRunner().invoke(cli, ["generate", "simultaneous-close", "-o", "forced=true"])
+    assert result.exit_code == 2
+    assert "namespace" in result.output

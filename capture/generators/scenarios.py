@@ -702,16 +702,19 @@ class SimultaneousClose(TcpScenario):
         transports=("tcp",),
         ipv6=True,
         default_options={"forced": False},
-        option_help={"forced": "force true simultaneity (needs a netns with a qdisc delay on lo: "
-                               "not available in this stdlib version, must stay False)"},
+        option_help={"forced": "force true simultaneity: `loopcap capture` runs the scenario in a private "
+                               "network namespace whose loopback drops the first FIN on input (root, ip, "
+                               "nft); the default there is to force it when possible"},
     )
 
     def validate(self, opts: Opts) -> None:
-        # Hook: a later change may force simultaneity (netns + netem delay on lo so both FINs are
-        # in flight together); it then sets forced=True and expectation() narrows to "simultaneous".
-        opts.require(not opts.get_bool("forced"), "forced",
-                     "forcing a simultaneous close needs a network namespace with a netem delay on its "
-                     "loopback; this stdlib version cannot do it")
+        # forced=True is only honest inside the namespace capture/netns.py prepares, where the first
+        # FIN is held back so the FINs really cross
+        from capture.netns import inside
+
+        opts.require(not opts.get_bool("forced") or inside(), "forced",
+                     "forcing a simultaneous close needs the private network namespace that "
+                     "`loopcap capture --scenario simultaneous-close` sets up (root, ip, nft)")
 
     def expectation(self, opts: Opts) -> TcpExpectation:
         if opts.get_bool("forced"):
@@ -719,6 +722,10 @@ class SimultaneousClose(TcpScenario):
         return TcpExpectation("both", ("simultaneous", "three-way", "four-way"))
 
     def notes(self, opts: Opts) -> list[str]:
+        if opts.get_bool("forced"):
+            return ["simultaneity forced: inside a private network namespace the first FIN is dropped on "
+                    "the receiver's input hook (after the capture saw it), so the peer's FIN leaves "
+                    "before the first one arrives; the first FIN is then retransmitted and acknowledged"]
         return ["simultaneity not forced: the FINs cross only if both leave before either arrives; "
                 "otherwise the later FIN carries the ACK (three-way) or follows a bare ACK (four-way)"]
 
