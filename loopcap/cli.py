@@ -192,10 +192,11 @@ def states() -> None:
 
 
 def _register_more() -> None:
-    from loopcap import capcli, gencli
+    from loopcap import capcli, gencli, viscli
 
     gencli.register(cli, _fail)
     capcli.register(cli, _fail, _style_for)
+    viscli.register(cli, _fail)
 
 
 _register_more()
