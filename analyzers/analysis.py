@@ -69,6 +69,8 @@ class AnalysisOptions:
     http: bool = True
     #: plug-ins that see every packet and add to the document (see :class:`Observer`)
     observers: list[Observer] = field(default_factory=list)
+    #: builds the frame decoder (e.g. a checksum-verifying one for the Zeek view); default: Decoder
+    decoder_factory: Callable[[], Decoder] | None = None
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Analysis:
 def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | None = None,
                     *, file: str | None = None) -> Analysis:
     opts = options or AnalysisOptions()
-    decoder = Decoder()
+    decoder = opts.decoder_factory() if opts.decoder_factory is not None else Decoder()
     tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports)
     udp = UdpTracker(keep_payload=opts.keep_payload)
     res = Analysis(file)

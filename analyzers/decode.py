@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 class TcpSegment:
     """One decoded TCP segment (payload is what was captured; ``paylen`` what was on the wire)."""
 
-    __slots__ = ("ack", "caplen_short", "dport", "dst", "flags", "frame", "ip_bytes", "options", "paylen",
-                 "payload", "seq", "sport", "src", "ts_ns", "version", "window")
+    __slots__ = ("ack", "caplen_short", "checksum", "dport", "dst", "flags", "frame", "ip_bytes", "options",
+                 "paylen", "payload", "seq", "sport", "src", "ts_ns", "version", "window")
+    #: set only by a verifying decoder (analyzers.checksum.ChecksumDecoder); read with checksum_of()
+    checksum: str
 
     def __init__(self, frame: int, ts_ns: int, version: int, src: bytes, dst: bytes, sport: int, dport: int,
                  seq: int, ack: int, flags: int, window: int, options: bytes, payload: bytes, paylen: int,
@@ -50,8 +52,10 @@ class TcpSegment:
 class UdpDatagram:
     """One decoded UDP datagram (after IP reassembly when it was fragmented)."""
 
-    __slots__ = ("dport", "dst", "fragment_frames", "frame", "ip_bytes", "length", "payload", "sport", "src",
-                 "ts_ns", "version")
+    __slots__ = ("checksum", "dport", "dst", "fragment_frames", "frame", "ip_bytes", "length", "payload", "sport",
+                 "src", "ts_ns", "version")
+    #: set only by a verifying decoder (analyzers.checksum.ChecksumDecoder); read with checksum_of()
+    checksum: str
 
     def __init__(self, frame: int, ts_ns: int, version: int, src: bytes, dst: bytes, sport: int, dport: int,
                  length: int, payload: bytes, ip_bytes: int, fragment_frames: tuple[int, ...] = ()) -> None:
@@ -236,6 +240,11 @@ class _FragSet:
     size: int = 0
 
 
+#: per incomplete datagram: fragment bytes held (two datagrams' worth) and fragments seen
+MAX_FRAGMENT_BYTES = 2 * 65535
+MAX_FRAGMENTS = 2 * 8192
+
+
 class Reassembler:
     """IPv4 / IPv6 fragment reassembly with bounded memory (oldest incomplete datagrams evicted).
 
@@ -265,6 +274,7 @@ class Reassembler:
                 self.evicted += 1
         if offset + len(data) > 65535 + 65535:
             return None
+        before = (fs.size, len(fs.parts), fs.total, fs.header is None)
         prev = fs.parts.get(offset)
         if prev is None:
             fs.parts[offset] = data
@@ -279,8 +289,25 @@ class Reassembler:
             fs.header = header
         if not more:
             fs.total = offset + len(data)
+        # hostile captures: one datagram never holds more than two datagrams' worth of fragment bytes
+        # (each distinct offset keeps its own copy, so 8192 overlapping 64 KiB fragments would
+        # otherwise hold 512 MiB) nor more fragments than a datagram can have, and the total stays
+        # under max_bytes; past that the oldest incomplete datagrams (maybe this one) are dropped
+        if fs.size > MAX_FRAGMENT_BYTES or len(fs.frames) > MAX_FRAGMENTS:
+            del self._sets[key]
+            self.bytes_held -= fs.size
+            self.evicted += 1
+            return None
+        while self.bytes_held > self.max_bytes and self._sets:
+            old_key, old = self._sets.popitem(last=False)
+            self.bytes_held -= old.size
+            self.evicted += 1
+            if old_key == key:
+                return None
         if fs.total is None or fs.header is None:
             return None
+        if before == (fs.size, len(fs.parts), fs.total, fs.header is None):
+            return None  # a duplicate that adds nothing cannot complete the datagram
         # complete?
         pos = 0
         for off in sorted(fs.parts):

@@ -108,6 +108,53 @@ def _state_notes(timeline: list[dict[str, Any]]) -> dict[int, str]:
     return {f: ", ".join(v) for f, v in by_frame.items()}
 
 
+_ZEEK_STATES = {
+    "S0": "connection attempt seen, no reply", "S1": "established, not terminated",
+    "SF": "normal establishment and termination", "REJ": "connection attempt rejected",
+    "S2": "established, close attempt by the originator seen (no reply)",
+    "S3": "established, close attempt by the responder seen (no reply)",
+    "RSTO": "established, the originator aborted (sent an RST)",
+    "RSTR": "the responder sent an RST", "RSTOS0": "the originator sent a SYN then an RST, no SYN-ACK",
+    "RSTRH": "the responder sent a SYN-ACK then an RST, no SYN seen", "SH": "the originator sent a SYN then a FIN, "
+    "no SYN-ACK", "SHR": "the responder sent a SYN-ACK then a FIN, no SYN seen", "OTH": "no SYN seen, midstream",
+}
+
+
+_FLAG_WORDS = {"duplicate_ack": "duplicate ACK", "ack_lost_segment": "ACK of an unseen segment",
+               "lost_segment": "previous segment not captured", "keep_alive_ack": "keep-alive ACK",
+               "zero_window_probe_ack": "zero-window probe ACK", "reused_ports": "reused-ports SYN"}
+
+
+def _peer_lines(c: dict[str, Any], style: Style) -> list[str]:
+    out: list[str] = []
+    an = c.get("analysis")
+    if an:
+        counts = {k: v for k, v in an.get("counts", {}).items() if v}
+        what = ", ".join(_plural(v, _FLAG_WORDS.get(k, k.replace("_", " "))) for k, v in sorted(counts.items()))
+        what = what or "no analysis flags"
+        out.append(f"    Wireshark: {what}; tcp.completeness {an['completeness']} ({an['completeness_label']})")
+    z = c.get("zeek")
+    if z:
+        rows = z if isinstance(z, list) else z.get("rows", [z]) if isinstance(z, dict) and "rows" in z else [z]
+        for r in rows:
+            if not isinstance(r, dict) or "conn_state" not in r:
+                continue
+            st = r["conn_state"]
+            out.append(f"    Zeek: conn_state {st} ({_ZEEK_STATES.get(st, '?')}), history {r.get('history') or '-'}"
+                       + (f", uid {r['uid']}" if r.get("uid") else ""))
+    if out:
+        out.insert(0, style("  Peers' view", bold=True))
+    return out
+
+
+def _frame_flags(c: dict[str, Any], frame: int) -> list[str]:
+    an = c.get("analysis")
+    if not an:
+        return []
+    names = an.get("flags", {}).get(str(frame)) or an.get("flags", {}).get(frame) or []
+    return [str(n).replace("_", " ") for n in names]
+
+
 def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
     out: list[str] = []
     cl, sv = c["client"], c["server"]
@@ -155,7 +202,7 @@ def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
         rows.append((ak, "ack = y+1 " + ("[ok]" if ok else style("[WRONG]", fg="red"))))
     for p, why in rows:
         line = f"    #{p['frame']:<6} {_arrow(p['from'])}  {info_flags(p['flags']):<8} {_seqack(p)}"
-        extra = "; ".join(x for x in (why, notes.get(p["frame"], "")) if x)
+        extra = "; ".join(x for x in (why, notes.get(p["frame"], ""), *_frame_flags(c, p["frame"])) if x)
         out.append(line + (f"   {extra}" if extra else ""))
     if hs["syn_retransmissions"]:
         out.append(f"    SYN retransmitted in frame(s) {', '.join(map(str, hs['syn_retransmissions']))}")
@@ -234,6 +281,7 @@ def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
             notes_t.append(style("retransmitted FIN", fg="yellow"))
         if p["frame"] in notes:
             notes_t.append(notes[p["frame"]])
+        notes_t.extend(f for f in _frame_flags(c, p["frame"]) if f != "retransmission" or "FIN" not in p["flags"])
         out.append(f"    #{p['frame']:<6} {_arrow(p['from'])}  {info_flags(p['flags']):<8} {_seqack(p)}"
                    + (f"   {'; '.join(notes_t)}" if notes_t else ""))
     if td["packets_omitted"]:
@@ -245,6 +293,10 @@ def render_tcp(c: dict[str, Any], style: Style = _plain) -> list[str]:
         out.append("    an RST followed the completed close")
     final = c["states"]["final"]
     out.append(f"    final states: client {final['client']}, server {final['server']}")
+    peers = _peer_lines(c, style)
+    if peers:
+        out.append("")
+        out.extend(peers)
     return out
 
 

@@ -85,8 +85,16 @@ def cli() -> None:
 
 
 def _options(server_port: tuple[int, ...], keep: Callable[[int], bool] | bool = False,
-             http: bool = True) -> AnalysisOptions:
-    return AnalysisOptions(server_ports=frozenset(server_port), keep_payload=keep, http=http)
+             http: bool = True, peers: bool = False, checksums: str = "auto") -> AnalysisOptions:
+    opts = AnalysisOptions(server_ports=frozenset(server_port), keep_payload=keep, http=http)
+    if peers:
+        from analyzers.tcpanalysis import TcpAnalysisObserver
+        from analyzers.zeek import ZeekObserver, ZeekOptions
+
+        zeek = ZeekObserver(ZeekOptions(checksums=checksums))
+        opts.observers = [zeek, TcpAnalysisObserver()]
+        opts.decoder_factory = zeek.make_decoder
+    return opts
 
 
 def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
@@ -96,8 +104,13 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the loopcap/1 JSON document instead of text.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format (--json is short for --format json).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "zeek"]), default="text", show_default=True,
+              help="text walkthrough, loopcap/1 JSON (--json is short for it), or a Zeek conn.log.")
+@click.option("--peers/--no-peers", default=True, show_default=True,
+              help="Add Wireshark's tcp.analysis flags and Zeek's conn_state/history (--no-peers: faster).")
+@click.option("--checksums", type=click.Choice(["auto", "verify", "ignore"]), default="auto", show_default=True,
+              help="Zeek view: verify checksums and discard bad packets as Zeek does (verify), accept "
+                   "Linux loopback's partial checksums too (auto), or do not check (ignore, zeek -C).")
 @click.option("--stream", type=int, help="Only this TCP connection (Wireshark's tcp.stream number).")
 @click.option("--udp-stream", type=int, help="Only this UDP conversation (udp.stream number).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Only connections with this port on either side.")
@@ -107,9 +120,9 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
 @click.option("--no-http", is_flag=True, help="Do not look for HTTP/1.x messages in TCP payloads.")
 @click.option("--all-datagrams", is_flag=True, help="List every UDP datagram in the text output.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
-def analyze(files: tuple[str, ...], as_json: bool, fmt: str, stream: int | None, udp_stream: int | None,
-            port: int | None, host: str | None, server_port: tuple[int, ...], no_http: bool,
-            all_datagrams: bool, color: str) -> None:
+def analyze(files: tuple[str, ...], as_json: bool, fmt: str, peers: bool, checksums: str, stream: int | None,
+            udp_stream: int | None, port: int | None, host: str | None, server_port: tuple[int, ...],
+            no_http: bool, all_datagrams: bool, color: str) -> None:
     """Explain the TCP connections and UDP conversations in pcap/pcapng FILES.
 
     With several files and --json, one JSON document per line (JSON Lines).
@@ -119,9 +132,12 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, stream: int | None,
     if as_json:
         fmt = "json"
     style = _style_for(color)
+    if fmt == "zeek":
+        _zeek_log(files, checksums)
+        return
     try:
         for i, path in enumerate(files):
-            res = run_analysis(path, _options(server_port, http=not no_http))
+            res = run_analysis(path, _options(server_port, http=not no_http, peers=peers, checksums=checksums))
             doc = filter_doc(res.to_dict(), stream=stream, udp_stream=udp_stream, port=port, host=host)
             if fmt == "json":
                 indent = None if len(files) > 1 else 2
@@ -134,6 +150,23 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, stream: int | None,
                     click.echo(f"loopcap: warning: {w}", err=True)
     except LoopcapError as err:
         _fail(err)
+
+
+def _zeek_log(files: tuple[str, ...], checksums: str) -> None:
+    """Write one Zeek conn.log (TSV with Zeek's header lines) for FILES to stdout."""
+    from analyzers.zeek import ZeekOptions, write_conn_log, zeek_analyze
+
+    rows: list[Any] = []
+    try:
+        for path in files:
+            log = zeek_analyze(path, ZeekOptions(checksums=checksums))
+            rows.extend(log.rows)
+            if log.checksums.discarded:
+                click.echo(f"loopcap: warning: {path}: {log.checksums.discarded} packet(s) with bad checksums "
+                           f"discarded, as Zeek does (--checksums ignore keeps them)", err=True)
+    except LoopcapError as err:
+        _fail(err)
+    write_conn_log(rows, sys.stdout)
 
 
 @cli.command()
@@ -191,12 +224,20 @@ def states() -> None:
     click.echo(table_text())
 
 
+def _peer_observers() -> list[Any]:
+    """Wireshark's tcp.analysis flags and Zeek's view, for the report and checks."""
+    from analyzers.tcpanalysis import TcpAnalysisObserver
+    from analyzers.zeek import ZeekObserver, ZeekOptions
+
+    return [ZeekObserver(ZeekOptions()), TcpAnalysisObserver()]
+
+
 def _register_more() -> None:
     from loopcap import capcli, gencli, viscli
 
     gencli.register(cli, _fail)
     capcli.register(cli, _fail, _style_for)
-    viscli.register(cli, _fail)
+    viscli.register(cli, _fail, observers=_peer_observers)
 
 
 _register_more()

@@ -160,3 +160,28 @@ def test_truncated_capture_gives_results_and_a_warning_with_exit_0(tmp_path: Pat
 def test_states_prints_the_transition_table() -> None:
     code, out, _ = run("states")
     assert code == 0 and "FIN_WAIT_1" in out and "CLOSING" in out and "TIME_WAIT" in out
+
+
+def test_analyze_shows_the_peers_view_by_default_and_not_with_no_peers() -> None:
+    path = str(corpus_dir() / "captures" / "14_loss_retrans.pcap")
+    need_corpus()
+    code, out, _ = run("analyze", path, "--stream", "1")
+    assert code == 0
+    assert "Wireshark: 1 duplicate ACK, 3 retransmissions" in out
+    assert "Zeek: conn_state SF (normal establishment and termination), history ShADadfF" in out
+    code, out, _ = run("analyze", "--json", path, "--stream", "1")
+    c = json.loads(out)["tcp"][0]
+    assert c["analysis"]["counts"]["retransmission"] == 3 and c["zeek"]["conn_state"] == "SF"
+    code, out, _ = run("analyze", "--json", "--no-peers", path)
+    assert "analysis" not in json.loads(out)["tcp"][0]
+
+
+def test_format_zeek_writes_a_conn_log_that_zeek_tools_read() -> None:
+    code, out, _ = run("analyze", "--format", "zeek", str(ECHO), str(PCAPS / "refused-ipv4.pcap"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "#separator \\x09" and lines[4] == "#path\tconn" and lines[-1].startswith("#close")
+    fields = next(ln for ln in lines if ln.startswith("#fields")).split("\t")[1:]
+    rows = [dict(zip(fields, ln.split("\t"), strict=True)) for ln in lines if not ln.startswith("#")]
+    assert [(r["conn_state"], r["history"]) for r in rows] == [("SF", "ShAdDaFf"), ("REJ", "Sr")]
+    assert rows[0]["id.resp_p"] == "9999" and rows[0]["orig_bytes"] == "21" and rows[0]["resp_bytes"] == "49"
