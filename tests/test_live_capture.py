@@ -914,6 +914,10 @@ def test_sigkill_mid_capture_leaves_a_valid_file(tmp_path: Path) -> None:
         assert _readline(proc.stdout, 20).strip() == "READY"
         pump.start()
         wait_until(lambda: pump.done >= 20, 10, "20 exchanges")
+        # SIGKILL loses whatever the capturing process had not handled yet (nothing can save that);
+        # the promise is that it never corrupts what was already written: kill once the file holds
+        # the 20 exchanges (a busy machine only makes the capture lag, so wait for it, bounded)
+        wait_until(lambda: _complete_records(out) >= 20 * 9, 30, "the capture to write 20 exchanges")
         proc.kill()
         proc.wait()
     finally:
@@ -922,6 +926,22 @@ def test_sigkill_mid_capture_leaves_a_valid_file(tmp_path: Path) -> None:
             proc.kill()
     wait_until(lambda: not file_open_anywhere(out), 10, "the writer helper to close the file")
     assert assert_valid_capture(out) >= 20 * 9
+
+
+def _complete_records(path: Path) -> int:
+    """Whole pcap records in ``path`` so far (the file may be growing)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    pos, n = 24, 0
+    while pos + 16 <= len(data):
+        caplen = int.from_bytes(data[pos + 8:pos + 12], "little")
+        if pos + 16 + caplen > len(data):
+            break
+        pos += 16 + caplen
+        n += 1
+    return n
 
 
 def test_run_capture_until_interrupted_refuses_worker_threads(tmp_path: Path) -> None:
