@@ -17,6 +17,19 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_MESSAGES = 10_000
 
 
+def _content_length(value: str) -> int | None:
+    """A Content-Length value as a number, or None when it is not one.  ASCII digits only: ``str.isdigit``
+    also accepts ``'\u00b9'`` and other digits that ``int`` refuses, and ``int`` refuses more than 4300
+    digits (the header comes from the capture, so both must be handled)."""
+    v = value.strip()
+    if not v.isascii() or not v.isdigit():
+        return None
+    try:
+        return int(v)
+    except ValueError:  # more digits than int() converts
+        return None
+
+
 @dataclass
 class HttpMessage:
     kind: str  #: "request" or "response"
@@ -113,11 +126,12 @@ class HttpSplitter:
                 self._buf.clear()
                 pos = nl + 1
                 size_txt = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_txt, 16)
-                except ValueError:
+                # hex digits only: int(x, 16) also takes "-5" (a negative size moved ``pos`` backwards,
+                # replaying the same bytes until the 1M-iteration guard: ~2 s per segment), "+5", "0x5"
+                if not size_txt or size_txt.strip(b"0123456789abcdefABCDEF"):
                     self.state = "off"
                     continue
+                size = int(size_txt, 16)
                 if size == 0:
                     self.state = "trailers"
                     self._buf.clear()
@@ -220,9 +234,9 @@ class HttpSplitter:
         elif "chunked" in te:
             msg.body_framing = "chunked"
             self.state = "chunk-size"
-        elif cl is not None and cl.strip().isdigit():
+        elif cl is not None and _content_length(cl) is not None:
             msg.body_framing = "content-length"
-            self._remaining = int(cl.strip())
+            self._remaining = _content_length(cl) or 0
             if self._remaining == 0:
                 self._done()
             else:

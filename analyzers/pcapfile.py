@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, NamedTuple
 
@@ -32,6 +32,9 @@ from analyzers.errors import CaptureFormatError
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 #: pcapng blocks (other than packet blocks) larger than this are treated as corruption.
 MAX_BLOCK_BYTES = MAX_RECORD_BYTES + 1024
+#: lengths above this are read in steps of this size, so that a length that lies near the end of the file
+#: allocates what the file holds (plus one step), never what the length claims
+READ_STEP = 1024 * 1024
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -81,6 +84,22 @@ class Interface:
     ts_divisor_ns: tuple[int, int]  # (multiplier, divisor) turning raw units into ns
     ts_offset_s: int = 0
     name: str | None = None
+
+
+def _read_in_steps(read: Callable[[int], bytes], n: int) -> bytes:
+    """``read(n)`` without allocating ``n`` bytes up front (a buffered ``read(n)`` does) when the file
+    ends sooner: a record that claims 16 MiB in a 100-byte file costs one step, not 16 MiB."""
+    if n <= READ_STEP:
+        return read(n)
+    parts = []
+    left = n
+    while left:
+        chunk = read(min(READ_STEP, left))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _resolution(code: int) -> tuple[int, int]:
@@ -226,7 +245,7 @@ class CaptureReader:
                 self._warn(offset, f"record claims {caplen} captured bytes (limit {limit}): corrupt record "
                                    "header, reading stopped here")
                 break
-            data = read(caplen)
+            data = read(caplen) if caplen <= READ_STEP else _read_in_steps(read, caplen)
             if len(data) < caplen:
                 self.offset = offset + 16 + len(data)
                 self.frames = frame
@@ -289,7 +308,7 @@ class CaptureReader:
                     self.frames = frame
                     self._warn(offset, f"Section Header Block length {blen} is invalid: reading stopped here")
                     break
-                body = read(blen - 12)
+                body = _read_in_steps(read, blen - 12)
                 if len(body) < blen - 12:
                     self.frames = frame
                     self._warn(offset, "file ends inside a Section Header Block")
@@ -308,7 +327,7 @@ class CaptureReader:
                 self._warn(offset, f"block of type 0x{btype:08x} claims {blen} bytes (limit {MAX_BLOCK_BYTES}):"
                                    " corrupt block, reading stopped here")
                 break
-            body = read(blen - 8)
+            body = read(blen - 8) if blen <= READ_STEP else _read_in_steps(read, blen - 8)
             if len(body) < blen - 8:
                 self.frames = frame
                 self._warn(offset, f"file ends inside a block of type 0x{btype:08x} "

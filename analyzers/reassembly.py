@@ -23,6 +23,7 @@ segments are bounded in count and bytes; past the bound the oldest gap is declar
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,20 +68,30 @@ class _Held:
 class StreamAssembler:
     """Reassemble one direction of a TCP connection (sans-I/O: feed segments, read results)."""
 
-    __slots__ = ("_hash", "_held", "_held_bytes", "bytes_out", "chunks", "gaps", "keep_limit", "kept",
-                 "max_held_bytes", "max_held_segments", "next_seq", "sink", "started", "truncated_bytes")
+    __slots__ = ("_hash", "_held", "_held_bytes", "_lowest", "_seqs", "_stuck", "bytes_out", "chunks", "gaps",
+                 "keep_limit", "kept", "max_held_bytes", "max_held_segments", "next_seq", "record_chunks", "sink", "started",
+                 "truncated_bytes")
 
     def __init__(self, keep_limit: int = 0, max_held_segments: int = 4096,
-                 max_held_bytes: int = 8 * 1024 * 1024) -> None:
+                 max_held_bytes: int = 8 * 1024 * 1024, record_chunks: bool = True) -> None:
         self.next_seq = 0
         self.started = False
         self.bytes_out = 0
         self._hash = hashlib.sha256()
         self.keep_limit = keep_limit
         self.kept = bytearray()
-        self.chunks: list[tuple[int, int]] = []  # (frame, length) of each contribution, bounded
+        #: (frame, length) of each contribution, for Follow Stream; off for plain analysis so that
+        #: memory does not grow with the number of segments
+        self.record_chunks = record_chunks
+        self.chunks: list[tuple[int, int]] = []
         self._held: list[_Held] = []
         self._held_bytes = 0
+        # so that a capture of held-back segments does not cost a scan of all of them per packet: the
+        # held sequence numbers sorted, the next_seq at which the last _fit_held scan found nothing
+        # (while _held is unchanged), and _lowest_seq() of the current _held (None: recompute)
+        self._seqs: list[int] = []
+        self._stuck: int | None = None
+        self._lowest: int | None = None
         self.max_held_segments = max_held_segments
         self.max_held_bytes = max_held_bytes
         self.gaps: list[Gap] = []
@@ -98,7 +109,7 @@ class StreamAssembler:
         self.bytes_out += len(data)
         if self.sink is not None:
             self.sink(data, frame)
-        if len(self.chunks) < 100_000:
+        if self.record_chunks:  # Follow Stream needs the chunk boundaries; the analysis alone does not
             self.chunks.append((frame, len(data)))
 
     @property
@@ -148,6 +159,11 @@ class StreamAssembler:
         else:
             self._held.append(_Held(seq, piece, frame))
             self._held_bytes += len(piece)
+            insort(self._seqs, seq)
+            self._stuck = None
+            low = self._lowest
+            if low is not None and seq != low and ((seq - low) & M32) >= HALF:  # _lowest_seq's fold, one step on
+                self._lowest = seq
             if len(self._held) > self.max_held_segments or self._held_bytes > self.max_held_bytes:
                 self._skip_to_lowest(frame, "overflow")
 
@@ -174,13 +190,27 @@ class StreamAssembler:
                 self.gaps.append(Gap(self.bytes_out, missing + held, frame, "unfilled"))
             self._held = []
             self._held_bytes = 0
+            self._seqs = []
+            self._stuck = self._lowest = None
 
     # -- internals ---------------------------------------------------------------------------
     def _lowest_seq(self) -> int:
+        if self._lowest is not None:
+            return self._lowest
+        seqs = self._seqs
+        first, last = seqs[0], seqs[-1]
+        if last - first < HALF:  # all within half the sequence space: the fold below gives the smallest
+            self._lowest = first
+            return first
+        upper = bisect_left(seqs, HALF)
+        if 0 < upper < len(seqs) and seqs[upper - 1] + (M32 + 1) - seqs[upper] < HALF:  # the same, across 0
+            self._lowest = seqs[upper]
+            return seqs[upper]
         lowest = self._held[0].seq
         for h in self._held:
             if h.seq != lowest and ((h.seq - lowest) & M32) >= HALF:
                 lowest = h.seq
+        self._lowest = lowest
         return lowest
 
     def _skip_to_lowest(self, frame: int, reason: str, fit: bool = True) -> None:
@@ -194,6 +224,9 @@ class StreamAssembler:
 
     def _fit_held(self, frame: int) -> bool:
         nxt = self.next_seq
+        if nxt == self._stuck or not self._could_fit(nxt):
+            self._stuck = nxt
+            return False  # no held segment starts at or before nxt: nothing to scan for
         for i, h in enumerate(self._held):
             if h.seq != nxt and ((h.seq - nxt) & M32) >= HALF:  # starts before the expected seq
                 end = (h.seq + len(h.data)) & M32
@@ -201,13 +234,27 @@ class StreamAssembler:
                     pos = (nxt - h.seq) & M32
                     self._emit(h.data[pos:], h.frame)
                     self.next_seq = end
-                del self._held[i]
-                self._held_bytes -= len(h.data)
+                self._drop_held(i, h)
                 return True
             if h.seq == nxt:
                 self._emit(h.data, h.frame)
                 self.next_seq = (nxt + len(h.data)) & M32
-                del self._held[i]
-                self._held_bytes -= len(h.data)
+                self._drop_held(i, h)
                 return True
+        self._stuck = nxt
         return False
+
+    def _could_fit(self, nxt: int) -> bool:
+        """Whether some held segment starts at or before ``nxt`` (within the half of the sequence space
+        behind it), i.e. whether the scan in :meth:`_fit_held` can find one: two binary searches."""
+        seqs = self._seqs
+        lo = (nxt - HALF) & M32
+        if lo <= nxt:
+            return bisect_right(seqs, nxt) > bisect_left(seqs, lo)
+        return bisect_right(seqs, nxt) > 0 or bisect_left(seqs, lo) < len(seqs)
+
+    def _drop_held(self, i: int, h: _Held) -> None:
+        del self._held[i]
+        self._held_bytes -= len(h.data)
+        del self._seqs[bisect_left(self._seqs, h.seq)]
+        self._stuck = self._lowest = None

@@ -13,6 +13,7 @@ what to do with the finished :class:`TcpConnection` objects.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 
 from analyzers.decode import (
@@ -33,6 +34,10 @@ from analyzers.reassembly import HALF, M32, StreamAssembler
 MAX_TEARDOWN_PACKETS = 64
 #: bytes of each direction kept for previews and protocol recognition when not keeping everything
 PREVIEW_BYTES = 4096
+
+
+def _range_start(r: list[int]) -> int:
+    return r[0]
 
 
 def _ge(a: int, b: int) -> bool:
@@ -78,7 +83,9 @@ class TcpConnection:
         self.base: list[int | None] = [None, None]
         # union of payload ranges in relative sequence space, per direction (merged intervals)
         self.ranges: list[list[list[int]]] = [[], []]
-        self.assembler = [StreamAssembler(keep_limit), StreamAssembler(keep_limit)]
+        whole = keep_limit > PREVIEW_BYTES  # the whole stream is kept (Follow Stream): record chunks too
+        self.assembler = [StreamAssembler(keep_limit, record_chunks=whole),
+                          StreamAssembler(keep_limit, record_chunks=whole)]
         self.http: list[HttpSplitter] | None = None
         if http:
             self.http = [HttpSplitter(), HttpSplitter()]
@@ -137,17 +144,20 @@ class TcpConnection:
             if len(rs) < 4096:
                 rs.append([start, end])
             return
-        # general case: insert and merge (rare: out of order / retransmission of old data)
-        rs.append([start, end])
-        rs.sort()
-        merged: list[list[int]] = []
-        for s, e in rs:
-            if merged and s <= merged[-1][1]:
-                if e > merged[-1][1]:
-                    merged[-1][1] = e
-            else:
-                merged.append([s, e])
-        self.ranges[d] = merged[:4096]
+        # general case (out of order / retransmission of old data): insert in place and merge with the
+        # neighbours it touches; a binary search, not a sort of every range per segment (a capture
+        # of segments in descending order must not cost O(ranges) sorted per packet)
+        lo = bisect_right(rs, start, key=_range_start)
+        if lo and rs[lo - 1][1] >= start:
+            lo -= 1
+            start = rs[lo][0]
+            end = max(end, rs[lo][1])
+        hi = lo
+        while hi < len(rs) and rs[hi][0] <= end:
+            end = max(end, rs[hi][1])
+            hi += 1
+        rs[lo:hi] = [[start, end]]
+        del rs[4096:]
 
     # -- the per-segment update --------------------------------------------------------------
     def add(self, seg: TcpSegment) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file
 from capture.check import CheckReport, check_manifest
 from capture.generators import SCENARIOS, Manifest, OptionInput, PortInUseError, run_scenario
+from capture.generators.net import resolve_host
 from capture.live import CaptureStats, file_format_for, open_capture
 
 #: time left after the programs finished for the last packets (the final ACK) to reach the capture
@@ -70,6 +71,8 @@ def capture_scenario(scenario: str, *, output: Path, backend: str = "scapy", hos
     ephemeral one).  ``before_traffic(bpf)`` is called once the capture is live, before the first
     packet (tests start a second recorder there)."""
     info = SCENARIOS[scenario]
+    # check the address before anything binds to it (no socket, no DNS query off loopback)
+    host = resolve_host(host, allow_non_loopback=allow_non_loopback).ip
     kind = socket.SOCK_DGRAM if "udp" in info.transports and "tcp" not in info.transports else socket.SOCK_STREAM
     if port is None:
         tutorial = info.default_port

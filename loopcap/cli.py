@@ -25,6 +25,10 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _fail(err: LoopcapError) -> NoReturn:
+    from capture.generators import NotLoopbackError
+
+    if isinstance(err, NotLoopbackError):  # speak CLI, not Python keywords
+        err.hint = "use 127.0.0.1, ::1 or localhost, or pass --allow-non-loopback to really leave loopback"
     click.echo(f"loopcap: error: {err.message}", err=True)
     if err.hint:
         click.echo(f"  {err.hint}", err=True)

@@ -203,8 +203,11 @@ class Stream:
     """
 
     def __init__(self, sock: socket.socket, *, side: Side, local: Endpoint, peer: Endpoint,
-                 io_timeout: float, label: str) -> None:
+                 io_timeout: float, label: str, deadline: float | None = None) -> None:
         self.sock = sock
+        #: time.monotonic() after which every call fails: a peer that trickles a byte now and then
+        #: (each within io_timeout) cannot keep the connection, and its thread, forever
+        self.deadline = deadline
         self.side: Side = side
         self.local = local
         self.peer = peer
@@ -224,21 +227,37 @@ class Stream:
         detail = f": {exc}" if exc is not None and str(exc) else ""
         return GeneratorError(f"{self.label}: {self.side} {self.local} {what}{detail}")
 
+    def _timed_out(self, what: str) -> GeneratorError:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return self._fail(f"gave up on {self.peer}: the connection took longer than its time limit ({what})")
+        return self._fail(f"timed out after {self.io_timeout} s {what}")
+
+    def _bound(self, what: str) -> None:
+        """Before a blocking call: time left until the connection's deadline, as the socket timeout."""
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._fail(f"gave up on {self.peer}: the connection took longer than its time limit ({what})")
+        self.sock.settimeout(min(self.io_timeout, left))
+
     def send(self, data: bytes) -> None:
+        self._bound(f"sending {len(data)} bytes")
         try:
             self.sock.sendall(data)
         except TimeoutError as exc:
-            raise self._fail(f"timed out after {self.io_timeout} s sending {len(data)} bytes") from exc
+            raise self._timed_out(f"sending {len(data)} bytes") from exc
         except OSError as exc:
             raise self._fail(f"could not send {len(data)} bytes to {self.peer}", exc) from exc
         self.sent += data
 
     def recv_some(self, what: str, size: int = RECV_CHUNK) -> bytes:
         """One ``recv``: some bytes, or ``b""`` at EOF. A reset raises GeneratorError."""
+        self._bound(f"waiting for {what}")
         try:
             data = self.sock.recv(size)
         except TimeoutError as exc:
-            raise self._fail(f"timed out after {self.io_timeout} s waiting for {what}") from exc
+            raise self._timed_out(f"waiting for {what}") from exc
         except ConnectionResetError as exc:
             self.reset_received = True
             raise self._fail(f"got a reset from {self.peer} while waiting for {what}") from exc

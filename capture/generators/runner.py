@@ -46,6 +46,16 @@ from .scenarios import (
 DEFAULT_DURATION = 60.0
 """How long a server started by :func:`serve` / :func:`start_server` waits for its clients."""
 
+DEFAULT_CONNECTION_TIMEOUT = 60.0
+"""How long one TCP connection may last on a server, however its peer trickles bytes (each
+blocking call is bounded by ``io_timeout`` as well)."""
+
+MAX_ACTIVE_CONNECTIONS = 1024
+"""TCP connections a server handles at once (one thread each); more wait in the listen backlog."""
+
+MAX_UDP_RECORDS = 100_000
+"""Datagrams a UDP server records; later ones are neither answered nor recorded (a note says so)."""
+
 Impl = TcpScenario | UdpEcho
 
 
@@ -125,11 +135,15 @@ class _Runner:
 class _TcpRunner(_Runner):
     def __init__(self, impl: TcpScenario, opts: Opts, target: Target, port: int, *, max_connections: int,
                  duration: float, stop: threading.Event | None, io_timeout: float, link: Link,
-                 label: str) -> None:
+                 label: str, connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
+                 max_active: int = MAX_ACTIVE_CONNECTIONS) -> None:
         super().__init__(max_connections=max_connections, duration=duration, stop=stop, label=label)
         self.impl = impl
         self.opts = opts
         self.io_timeout = io_timeout
+        self.connection_timeout = connection_timeout
+        self.max_active = max_active
+        self.running = 0  # handler threads started and not finished
         self.link = link
         self.listener = tcp_listener(target, port, backlog=max(128, max_connections))
         self.listener.settimeout(POLL_INTERVAL)
@@ -151,6 +165,11 @@ class _TcpRunner(_Runner):
     def _accept_loop(self) -> None:
         try:
             while not self.limit_reached(self.accepted) and not self.should_stop():
+                with self.lock:
+                    busy = self.running >= self.max_active
+                if busy:  # the connection limit: the next clients wait in the backlog
+                    self.stop_flag.wait(POLL_INTERVAL)
+                    continue
                 try:
                     sock, addr = self.listener.accept()
                 except TimeoutError:
@@ -162,9 +181,12 @@ class _TcpRunner(_Runner):
                                           name=f"loopcap-{self.impl.info.name}-conn-{index}", daemon=True)
                 with self.lock:
                     self.handlers.append(thread)
+                    self.running += 1
                 try:
                     thread.start()
                 except BaseException:
+                    with self.lock:
+                        self.running -= 1
                     sock.close()
                     raise
         except BaseException as exc:
@@ -175,8 +197,16 @@ class _TcpRunner(_Runner):
 
     def _serve_one(self, sock: socket.socket, addr: Any, index: int) -> None:
         try:
+            self._serve_stream(sock, addr, index)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def _serve_stream(self, sock: socket.socket, addr: Any, index: int) -> None:
+        try:
             stream = Stream(sock, side="server", local=endpoint_of(sock.getsockname()), peer=endpoint_of(addr),
-                            io_timeout=self.io_timeout, label=f"{self.label} connection {index}")
+                            io_timeout=self.io_timeout, label=f"{self.label} connection {index}",
+                            deadline=time.monotonic() + self.connection_timeout)
         except BaseException as exc:
             sock.close()
             with self.lock:
@@ -234,6 +264,8 @@ class _UdpRunner(_Runner):
         self.conversations: dict[Endpoint, UdpConversation] = {}
         self.answered: dict[Endpoint, int] = {}
         self.completed = 0
+        self.recorded = 0
+        self.flooded = False
         self.thread = threading.Thread(target=self._loop, name="loopcap-udp-echo-server", daemon=True)
 
     def start(self) -> None:
@@ -266,13 +298,24 @@ class _UdpRunner(_Runner):
             self.sock.close()
 
     def _answer(self, data: bytes, client: Endpoint, addr: Any) -> None:
+        if self.recorded >= MAX_UDP_RECORDS:  # a flood: stop answering rather than grow without bound
+            if not self.flooded:
+                self.flooded = True
+                self.notes.append(f"more than {MAX_UDP_RECORDS} datagrams: later ones were neither answered "
+                                  "nor recorded")
+            return
         conv = self._conversation(client)
+        self.recorded += 2
         if self.policy.drop(client):
             conv.datagrams.append(Datagram("client", data, dropped=True))
             return
         conv.datagrams.append(Datagram("client", data))
         reply = udp_reply(data)
-        self.sock.sendto(reply, addr)
+        try:
+            self.sock.sendto(reply, addr)
+        except OSError as exc:  # one client's trouble (a pending ICMP error, no buffer) ends no server loop
+            conv.notes.append(f"reply to datagram {len(conv.datagrams) - 1} not sent: {exc}")
+            return
         conv.datagrams.append(Datagram("server", reply))
         self.answered[client] = self.answered.get(client, 0) + 1
         if self.answered[client] == self.needed:
@@ -366,7 +409,7 @@ class ServerHandle:
         if errors:
             raise _combine("server", errors)
         tcp, udp = self._runner.records()
-        notes = list(self._impl.notes(self._opts))
+        notes = list(self._impl.notes(self._opts)) + list(self._runner.notes)
         if self._runner.max_connections > 0 and not self._runner.limit_reached(
                 self._runner.accepted if isinstance(self._runner, _TcpRunner) else self._runner.completed):
             notes.append(f"server stopped before its limit of {self._runner.max_connections}: "
@@ -406,7 +449,9 @@ def _combine(side: str, errors: list[BaseException]) -> GeneratorError:
 
 
 def _start(name: str, impl: Impl, opts: Opts, target: Target, port: int, *, max_connections: int,
-           duration: float, stop: threading.Event | None, io_timeout: float, link: Link) -> ServerHandle:
+           duration: float, stop: threading.Event | None, io_timeout: float, link: Link,
+           connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
+           max_active: int = MAX_ACTIVE_CONNECTIONS) -> ServerHandle:
     if not impl.info.has_server:
         raise GeneratorError(f"scenario {name!r} has no server",
                              hint="run only its client (run_client / run_scenario)")
@@ -414,6 +459,10 @@ def _start(name: str, impl: Impl, opts: Opts, target: Target, port: int, *, max_
         raise GeneratorError(f"duration must be positive, not {duration!r}")
     if max_connections < 0:
         raise GeneratorError(f"max_connections must be >= 0, not {max_connections!r}")
+    if not connection_timeout > 0:
+        raise GeneratorError(f"connection_timeout must be positive, not {connection_timeout!r}")
+    if isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1:
+        raise GeneratorError(f"max_active must be a whole number >= 1, not {max_active!r}")
     started = time.time()
     label = _label(name, target)
     runner: _TcpRunner | _UdpRunner
@@ -422,7 +471,8 @@ def _start(name: str, impl: Impl, opts: Opts, target: Target, port: int, *, max_
                             stop=stop, label=label)
     else:
         runner = _TcpRunner(impl, opts, target, port, max_connections=max_connections, duration=duration,
-                            stop=stop, io_timeout=io_timeout, link=link, label=label)
+                            stop=stop, io_timeout=io_timeout, link=link, label=label,
+                            connection_timeout=connection_timeout, max_active=max_active)
     runner.start()
     return ServerHandle(name, impl, opts, target, runner, started, io_timeout)
 
@@ -435,6 +485,7 @@ def start_server(name: str, host: str = "127.0.0.1", port: int | None = None, *,
                  stop: threading.Event | None = None, max_connections: int | None = None,
                  duration: float = DEFAULT_DURATION, allow_non_loopback: bool = False,
                  io_timeout: float = DEFAULT_IO_TIMEOUT, options: Mapping[str, OptionInput] | None = None,
+                 connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT, max_active: int = MAX_ACTIVE_CONNECTIONS,
                  **more: OptionInput) -> ServerHandle:
     """Bind (and for TCP listen) the scenario's server and run it in background threads.
 
@@ -447,6 +498,12 @@ def start_server(name: str, host: str = "127.0.0.1", port: int | None = None, *,
     Scenario options (see ``SCENARIOS[name].default_options``) are keywords, or a mapping
     passed as ``options=`` (handy for a CLI), or both.
 
+    Misbehaving clients cannot hang it: every blocking call waits ``io_timeout`` at most, a TCP
+    connection lasts ``connection_timeout`` at most, at most ``max_active`` connections are handled
+    at once (the others wait in the listen backlog), and a UDP server records at most
+    ``MAX_UDP_RECORDS`` datagrams. A connection that fails is recorded and ends only itself; ``close()``
+    then raises GeneratorError naming it.
+
     Raises PortInUseError, NotLoopbackError or GeneratorError.
     """
     _check_timeout(io_timeout)
@@ -454,20 +511,23 @@ def start_server(name: str, host: str = "127.0.0.1", port: int | None = None, *,
     target = _target(impl, host, allow_non_loopback)
     limit = _default_connections(impl, opts) if max_connections is None else max_connections
     return _start(name, impl, opts, target, _port(impl, port), max_connections=limit, duration=duration,
-                  stop=stop, io_timeout=io_timeout, link=Link(together=False, timeout=io_timeout))
+                  stop=stop, io_timeout=io_timeout, link=Link(together=False, timeout=io_timeout),
+                  connection_timeout=connection_timeout, max_active=max_active)
 
 
 def serve(name: str, host: str = "127.0.0.1", port: int | None = None, *,
           stop: threading.Event | None = None, max_connections: int | None = None,
           duration: float = DEFAULT_DURATION, ready: Callable[[Endpoint], None] | None = None,
           allow_non_loopback: bool = False, io_timeout: float = DEFAULT_IO_TIMEOUT,
-          options: Mapping[str, OptionInput] | None = None, **more: OptionInput) -> Manifest:
+          options: Mapping[str, OptionInput] | None = None, connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT,
+          max_active: int = MAX_ACTIVE_CONNECTIONS, **more: OptionInput) -> Manifest:
     """Run the scenario's server in the foreground (the tutorials' first terminal) and return
     its manifest part once it stops (see :func:`start_server` for when). ``ready`` is called with
     the bound endpoint as soon as clients can connect."""
     handle = start_server(name, host, port, stop=stop, max_connections=max_connections, duration=duration,
                           allow_non_loopback=allow_non_loopback, io_timeout=io_timeout,
-                          options=_gather(options, more))
+                          options=_gather(options, more), connection_timeout=connection_timeout,
+                          max_active=max_active)
     with handle:
         if ready is not None:
             ready(handle.address)

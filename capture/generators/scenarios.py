@@ -32,7 +32,7 @@ DEFAULT_CLOSE_DELAY = 0.3
 MAX_CLOSE_DELAY = 5.0
 MAX_MESSAGES = 100
 MAX_MESSAGE_BYTES = 1000
-MAX_CLIENTS = 200
+MAX_CLIENTS = 1000
 MAX_BULK_SIZE = 64 * 1024 * 1024
 RECV_LIMIT = 1024 * 1024
 """Upper bound on what a side reads to EOF in the small scenarios (keeps every loop bounded)."""

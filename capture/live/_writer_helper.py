@@ -34,6 +34,10 @@ CLOSE_MARK = 0xFFFFFFFF
 def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    # a file-size limit (RLIMIT_FSIZE) must be a write error (EFBIG) that the writer handles like a full
+    # disk, not a signal that kills this process in the middle of a record
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if TYPE_CHECKING:
         from capture.live.pcapwriter import PacketFileWriter
     else:  # the sibling module: this script's directory is sys.path[0]

@@ -22,13 +22,14 @@ kernel's received/dropped counters, as dumpcap writes them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
 from types import TracebackType
 from typing import Literal
 
-__all__ = ["FileFormat", "PacketFileWriter"]
+__all__ = ["FileFormat", "PacketFileWriter", "trim_to_whole_records", "whole_records"]
 
 FileFormat = Literal["pcap", "pcapng"]
 
@@ -121,10 +122,19 @@ class PacketFileWriter:
         return self._closed
 
     def _write_all(self, data: bytes) -> None:
+        """Write one whole record, or nothing: when the file system refuses part of it (disk full,
+        file-size limit, quota) the part already written is cut off again, so the file still ends on a
+        record boundary and holds every packet written before."""
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError:
+            with contextlib.suppress(OSError):  # and write the next record (or the closing block) there
+                os.ftruncate(self._fd, self.bytes_written)
+                os.lseek(self._fd, self.bytes_written, os.SEEK_SET)
+            raise
         self.bytes_written += len(data)
 
     def write(self, ts_ns: int, data: bytes, wirelen: int | None = None, *,
@@ -176,3 +186,48 @@ class PacketFileWriter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+_PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}
+_PACKET_BLOCKS = (0x2, 0x3, _EPB)
+
+
+def whole_records(data: bytes) -> tuple[int, int]:
+    """(packets, end): how many whole packet records a pcap / pcapng file starts with, and the offset
+    where its last whole record (or block) ends.  Used to cut a capture that a writer left with a
+    half-written last record (another program's writer killed, or refused by a full disk)."""
+    e = _PCAP_MAGICS.get(data[:4])
+    if e is not None:
+        if len(data) < 24:
+            return 0, 0
+        off, n = 24, 0
+        while off + 16 <= len(data):
+            caplen = struct.unpack_from(e + "I", data, off + 8)[0]
+            if off + 16 + caplen > len(data):
+                break
+            off += 16 + caplen
+            n += 1
+        return n, off
+    off, n, end = 0, 0, 0
+    e = "<"
+    while off + 12 <= len(data):
+        if struct.unpack_from("<I", data, off)[0] == _SHB:
+            e = "<" if struct.unpack_from("<I", data, off + 8)[0] == _BYTE_ORDER_MAGIC else ">"
+        btype, blen = struct.unpack_from(e + "II", data, off)
+        if blen < 12 or blen % 4 or off + blen > len(data):
+            break
+        off += blen
+        end = off
+        n += btype in _PACKET_BLOCKS
+    return n, end
+
+
+def trim_to_whole_records(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Cut ``path`` after its last whole record (see :func:`whole_records`); return (packets, bytes cut)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    n, end = whole_records(data)
+    cut = len(data) - end
+    if cut and end:
+        os.truncate(path, end)
+    return n, cut if end else 0

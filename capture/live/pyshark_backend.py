@@ -63,6 +63,7 @@ from .errors import (
     InterfaceNotFoundError,
     OutputNotWritableError,
 )
+from .pcapwriter import trim_to_whole_records
 from .privileges import check_dumpcap, find_tool
 
 __all__ = ["DEFAULT_DRAIN", "DumpcapStats", "PysharkCaptureSession", "parse_dumpcap_stats", "pyshark_probe"]
@@ -79,7 +80,24 @@ _RE_IFSTATS = re.compile(
     r"(?: \(pcap:(?P<pcap>\d+)/dumpcap:(?P<dumpcap>\d+)/flushed:(?P<flushed>\d+)/ps_ifdrop:(?P<ifdrop>\d+)\))?"
 )
 
+_RE_WRITE_ERROR = re.compile(r"could( not|n't)? be written|no space left|file too large|disk quota|error (while )?writing",
+                             re.IGNORECASE)
+
 _live_sessions: weakref.WeakSet[PysharkCaptureSession] = weakref.WeakSet()
+
+
+def _write_problem(stderr: str, rc: int | None) -> str | None:
+    """What kept dumpcap from writing the file, from its messages and exit status (None: nothing)."""
+    if rc is not None and rc == -getattr(signal, "SIGXFSZ", -1):
+        return "dumpcap exceeded the file-size limit (ulimit -f) and was killed"
+    if rc in (0, None):
+        return None
+    m = _RE_WRITE_ERROR.search(stderr)
+    if m is None:
+        return None
+    text = re.sub(r"\s+", " ", stderr).strip()
+    text = re.sub(r"^.*?(dumpcap: )", r"\1", text)
+    return text.split(" Packets")[0][:400].rstrip(". ")
 
 
 @atexit.register
@@ -167,8 +185,10 @@ class PysharkCaptureSession(CaptureSession):
     # -- start ----------------------------------------------------------------------------
     def _dumpcap_command(self, dumpcap: str) -> list[str]:
         cfg = self.config
+        # an absolute path: dumpcap reads "-w -" as "write to standard output" (a file named "-" would stay
+        # empty and the packets go nowhere); every value is its own argument, never through a shell
         cmd = [dumpcap, "-i", cfg.interface, "-s", str(cfg.snaplen), "-B", str(cfg.buffer_mib),
-               "-w", str(cfg.output), "-P" if cfg.file_format == "pcap" else "-n"]
+               "-w", str(cfg.output.absolute()), "-P" if cfg.file_format == "pcap" else "-n"]
         if cfg.bpf:
             cmd += ["-f", cfg.bpf]
         if cfg.count is not None:
@@ -347,6 +367,19 @@ class PysharkCaptureSession(CaptureSession):
         notes = list(final.lines)
         if rc not in (0, None):
             notes.append(f"dumpcap exit status {rc}")
+        # a dumpcap that could not write (disk full, file-size limit) or was killed can leave a last
+        # record cut short: cut it off, so the file is valid and holds every packet it reports
+        in_file, cut = self._keep_whole_records()
+        if cut:
+            notes.append(f"the last {cut} bytes were a record cut short and were removed")
+            final.captured = in_file
+        problem = _write_problem(self._stderr_summary(), rc)
+        if problem is not None:
+            final.captured = in_file
+            raise OutputNotWritableError(
+                f"Writing {str(cfg.output)!r} failed after {in_file} packet(s): {problem}. The file holds those "
+                "packets and is valid.", path=str(cfg.output),
+                hint="Fix: free disk space or write to another file system.")
         if final.captured is None:
             raise CaptureBackendError(
                 f"dumpcap ended (status {rc}) without reporting its statistics: {self._stderr_summary()}",
@@ -356,7 +389,7 @@ class PysharkCaptureSession(CaptureSession):
             reason = "count" if cfg.count is not None and final.captured >= cfg.count else "backend exited"
         verified: int | None = None
         if self.verify:
-            self.probe_result = pyshark_probe(cfg.output)
+            self.probe_result = pyshark_probe(cfg.output.absolute())  # tshark reads "-r -" from stdin
             verified = int(self.probe_result["packets"])
             first = self.probe_result.get("first")
             if first:
@@ -371,6 +404,12 @@ class PysharkCaptureSession(CaptureSession):
             ready_latency=self._ready_latency or 0.0, stop_reason=reason, bpf=cfg.bpf, snaplen=cfg.snaplen,
             verified_packets=verified, notes=tuple(notes),
         )
+
+    def _keep_whole_records(self) -> tuple[int, int]:
+        try:
+            return trim_to_whole_records(self.config.output)
+        except OSError:
+            return 0, 0
 
     def _release(self) -> None:
         if self._timer is not None:
