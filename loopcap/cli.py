@@ -106,15 +106,23 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the loopcap/1 JSON document instead of text.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "zeek"]), default="text", show_default=True,
-              help="text walkthrough, loopcap/1 JSON (--json is short for it), or a Zeek conn.log.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "zeek", "parquet"]), default="text",
+              show_default=True, help="text walkthrough, loopcap/1 JSON (--json is short for it), a Zeek "
+                                      "conn.log, or Parquet tables (with -w DIR).")
+@click.option("-w", "--write", "out_dir", type=click.Path(file_okay=False),
+              help="Output directory for --format parquet (tcp.parquet, udp.parquet).")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Add Wireshark's tcp.analysis flags and Zeek's conn_state/history (--no-peers: faster).")
 @click.option("--checksums", type=click.Choice(["auto", "verify", "ignore"]), default="auto", show_default=True,
               help="Zeek view: verify checksums and discard bad packets as Zeek does (verify), accept "
                    "Linux loopback's partial checksums too (auto), or do not check (ignore, zeek -C).")
+@click.option("--jobs", "-j", type=click.IntRange(1), help="Processes to use (default: every core).")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local processes, or a Dask cluster (--scheduler).")
+@click.option("--scheduler", help="Dask scheduler address for --engine dask, e.g. tcp://127.0.0.1:8786.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
 @click.option("--stream", type=int, help="Only this TCP connection (Wireshark's tcp.stream number).")
 @click.option("--udp-stream", type=int, help="Only this UDP conversation (udp.stream number).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Only connections with this port on either side.")
@@ -124,34 +132,56 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
 @click.option("--no-http", is_flag=True, help="Do not look for HTTP/1.x messages in TCP payloads.")
 @click.option("--all-datagrams", is_flag=True, help="List every UDP datagram in the text output.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
-def analyze(files: tuple[str, ...], as_json: bool, fmt: str, peers: bool, checksums: str, stream: int | None,
+def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None, peers: bool, checksums: str,
+            jobs: int | None, engine: str, scheduler: str | None, quiet: bool, stream: int | None,
             udp_stream: int | None, port: int | None, host: str | None, server_port: tuple[int, ...],
             no_http: bool, all_datagrams: bool, color: str) -> None:
-    """Explain the TCP connections and UDP conversations in pcap/pcapng FILES.
+    """Explain the TCP connections and UDP conversations in pcap/pcapng FILES (or directories of them).
 
-    With several files and --json, one JSON document per line (JSON Lines).
+    With several files and --json, one JSON document per line (JSON Lines). Several files, or one
+    large file, are analyzed on every core (--jobs); results equal the single-process run.
     """
+    from analyzers.parallel import analyze_paths, capture_files
+    from analyzers.progress import progress_for
     from analyzers.walkthrough import render
 
     if as_json:
         fmt = "json"
     style = _style_for(color)
+    paths = capture_files(files)
+    if not paths:
+        _fail(UsageError("no pcap/pcapng files found in " + ", ".join(files)))
     if fmt == "zeek":
-        _zeek_log(files, checksums)
+        _zeek_log(tuple(paths), checksums)
         return
+    if fmt == "parquet" and not out_dir:
+        _fail(UsageError("--format parquet writes tables into a directory: give -w DIR"))
+    total = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    bar = progress_for(total, quiet=quiet)
+    docs: list[dict[str, Any]] = []
     try:
-        for i, path in enumerate(files):
-            res = run_analysis(path, _options(server_port, http=not no_http, peers=peers, checksums=checksums))
-            doc = filter_doc(res.to_dict(), stream=stream, udp_stream=udp_stream, port=port, host=host)
-            if fmt == "json":
-                indent = None if len(files) > 1 else 2
-                click.echo(json.dumps(doc, indent=indent))
-            else:
-                if i:
-                    click.echo("")
-                click.echo(render(doc, style, all_datagrams=all_datagrams or udp_stream is not None), nl=False)
-                for w in doc["warnings"]:
-                    click.echo(f"loopcap: warning: {w}", err=True)
+        opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
+        with bar:
+            for i, (path, full) in enumerate(analyze_paths(paths, opts, jobs=jobs, engine=engine,
+                                                           scheduler=scheduler, progress=bar)):
+                doc = filter_doc(full, stream=stream, udp_stream=udp_stream, port=port, host=host)
+                if fmt == "parquet":
+                    docs.append(doc)
+                elif fmt == "json":
+                    click.echo(json.dumps(doc, indent=None if len(paths) > 1 else 2))
+                else:
+                    if i:
+                        click.echo("")
+                    click.echo(render(doc, style, all_datagrams=all_datagrams or udp_stream is not None), nl=False)
+                    for w in doc["warnings"]:
+                        click.echo(f"loopcap: warning: {path}: {w}", err=True)
+        if fmt == "parquet":
+            from analyzers.parquet import write_parquet
+
+            assert out_dir is not None
+            written = write_parquet(docs, out_dir)
+            for name, where in written.items():
+                click.echo(f"{name}: {where}")
     except LoopcapError as err:
         _fail(err)
 

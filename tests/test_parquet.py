@@ -1,0 +1,89 @@
+"""--format parquet (analyzers.parquet): flat typed columns that read back with plain pyarrow,
+equal to the loopcap/1 documents they came from; per-packet records through an observer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import corpus_dir, fixture_pcaps
+
+from analyzers.analysis import AnalysisOptions, analyze_file
+from analyzers.errors import UsageError
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+from analyzers.parquet import (  # noqa: E402
+    PACKET_COLUMNS,
+    TCP_COLUMNS,
+    UDP_COLUMNS,
+    PacketWriter,
+    tcp_rows,
+    udp_rows,
+    write_parquet,
+)
+
+FIXTURES = fixture_pcaps()
+CORPUS = sorted((corpus_dir() / "captures").glob("*.pcap*")) if (corpus_dir() / "captures").is_dir() else []
+
+
+def docs() -> list[dict[str, Any]]:
+    return [analyze_file(p).to_dict() for p in FIXTURES + CORPUS]
+
+
+def test_connection_tables_round_trip_through_pyarrow_read_table(tmp_path: Path) -> None:
+    ds = docs()
+    paths = write_parquet(ds, tmp_path / "out")
+    tcp = pq.read_table(paths["tcp"])
+    udp = pq.read_table(paths["udp"])
+    assert tcp.column_names == [n for n, _ in TCP_COLUMNS]
+    assert udp.column_names == [n for n, _ in UDP_COLUMNS]
+    assert tcp.to_pylist() == [r for d in ds for r in tcp_rows(d)]
+    assert udp.to_pylist() == [r for d in ds for r in udp_rows(d)]
+    assert tcp.num_rows == sum(len(d["tcp"]) for d in ds) > 50
+
+
+def test_columns_carry_the_summary_fields_a_query_needs(tmp_path: Path) -> None:
+    fx = next(p for p in FIXTURES if p.name == "tcp-echo-ipv4.pcap")
+    doc = analyze_file(fx).to_dict()
+    row = pq.read_table(write_parquet([doc], tmp_path)["tcp"]).to_pylist()[0]
+    c = doc["tcp"][0]
+    assert (row["stream"], row["client_port"], row["server_port"]) == (0, c["client"]["port"], 9999)
+    assert row["handshake_complete"] is True and row["teardown_kind"] == c["teardown"]["kind"]
+    assert row["payload_client_sha256"] == c["payload"]["client"]["sha256"]
+    assert row["payload_server_bytes"] == c["payload"]["server"]["bytes"] > 0
+    assert row["client_isn"] == c["handshake"]["syn"]["seq"] and row["mss_client"] == 65495
+    assert row["file"] == str(fx) and row["time_wait"] == "client"
+
+
+def test_types_are_stable_when_a_file_has_no_connections(tmp_path: Path) -> None:
+    empty = {"file": "x.pcap", "tcp": [], "udp": []}
+    paths = write_parquet([empty, analyze_file(FIXTURES[0]).to_dict()], tmp_path)
+    t = pq.read_table(paths["tcp"])
+    assert str(t.schema.field("stream").type) == "int64" and str(t.schema.field("rtt").type) == "double"
+    assert pq.ParquetFile(paths["tcp"]).metadata.num_row_groups == 2
+
+
+def test_per_packet_records_match_the_connections(tmp_path: Path) -> None:
+    fx = next(p for p in FIXTURES if p.name == "concurrent-ipv4.pcap")
+    out = tmp_path / "packets.parquet"
+    with PacketWriter(out, file=str(fx), batch_rows=7) as pw:
+        doc = analyze_file(fx, AnalysisOptions(observers=[pw])).to_dict()
+    t = pq.read_table(out)
+    assert t.column_names == [n for n, _ in PACKET_COLUMNS]
+    assert t.num_rows == doc["packets"] == pw.rows
+    rows = t.to_pylist()
+    for c in doc["tcp"]:
+        mine = [r for r in rows if r["stream"] == c["stream"] and r["proto"] == "tcp"]
+        assert len(mine) == c["frames"]["count"]
+        assert sum(r["payload_len"] for r in mine if r["src_port"] == c["client"]["port"]) == \
+            c["payload"]["client"]["wire_bytes"]
+    assert rows[0]["flags"] == "SYN" and rows[0]["frame"] == 1
+
+
+def test_writing_into_a_file_path_is_a_usage_error(tmp_path: Path) -> None:
+    f = tmp_path / "plain"
+    f.write_text("x")
+    with pytest.raises(UsageError):
+        write_parquet([], f)
