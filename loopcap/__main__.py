@@ -1,3 +1,3 @@
-from loopcap.cli import main
+from loopcap._entry import main
 
 main()

@@ -185,3 +185,19 @@ def test_format_zeek_writes_a_conn_log_that_zeek_tools_read() -> None:
     rows = [dict(zip(fields, ln.split("\t"), strict=True)) for ln in lines if not ln.startswith("#")]
     assert [(r["conn_state"], r["history"]) for r in rows] == [("SF", "ShAdDaFf"), ("REJ", "Sr")]
     assert rows[0]["id.resp_p"] == "9999" and rows[0]["orig_bytes"] == "21" and rows[0]["resp_bytes"] == "49"
+
+
+def test_ctrl_c_while_python_imports_loopcap_ends_quietly_with_130() -> None:
+    code = ("import builtins, sys\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name == 'loopcap.cli':\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "sys.argv = ['loopcap', '--version']\n"
+            "from loopcap._entry import main\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130
+    assert proc.stderr == "loopcap: interrupted\n"
