@@ -1638,7 +1638,10 @@ def _fmt(value: object, ztype: str) -> str:
 
 
 def _stamp(ts: float | None) -> str:
-    t = time.gmtime(ts if ts is not None else 0)
+    try:
+        t = time.gmtime(ts if ts is not None else 0)
+    except (OverflowError, OSError, ValueError):  # a capture's timestamp can be any 64-bit value
+        t = time.gmtime(0)
     return time.strftime("%Y-%m-%d-%H-%M-%S", t)
 
 
