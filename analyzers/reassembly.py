@@ -23,7 +23,7 @@ segments are bounded in count and bytes; past the bound the oldest gap is declar
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,7 +68,7 @@ class _Held:
 class StreamAssembler:
     """Reassemble one direction of a TCP connection (sans-I/O: feed segments, read results)."""
 
-    __slots__ = ("_hash", "_held", "_held_bytes", "_lowest", "_seqs", "_stuck", "bytes_out", "chunks", "gaps",
+    __slots__ = ("_hash", "_held", "_held_bytes", "_lowest", "_order", "_seqs", "_stuck", "bytes_out", "chunks", "gaps",
                  "keep_limit", "kept", "max_held_bytes", "max_held_segments", "next_seq", "record_chunks", "sink", "started",
                  "truncated_bytes")
 
@@ -87,9 +87,10 @@ class StreamAssembler:
         self._held: list[_Held] = []
         self._held_bytes = 0
         # so that a capture of held-back segments does not cost a scan of all of them per packet: the
-        # held sequence numbers sorted, the next_seq at which the last _fit_held scan found nothing
-        # (while _held is unchanged), and _lowest_seq() of the current _held (None: recompute)
+        # held sequence numbers sorted and in arrival order (as _held), the next_seq at which the last
+        # _fit_held scan found nothing (while _held is unchanged), and _lowest_seq() (None: recompute)
         self._seqs: list[int] = []
+        self._order: list[int] = []
         self._stuck: int | None = None
         self._lowest: int | None = None
         self.max_held_segments = max_held_segments
@@ -160,6 +161,7 @@ class StreamAssembler:
             self._held.append(_Held(seq, piece, frame))
             self._held_bytes += len(piece)
             insort(self._seqs, seq)
+            self._order.append(seq)
             self._stuck = None
             low = self._lowest
             if low is not None and seq != low and ((seq - low) & M32) >= HALF:  # _lowest_seq's fold, one step on
@@ -191,6 +193,7 @@ class StreamAssembler:
             self._held = []
             self._held_bytes = 0
             self._seqs = []
+            self._order = []
             self._stuck = self._lowest = None
 
     # -- internals ---------------------------------------------------------------------------
@@ -224,9 +227,17 @@ class StreamAssembler:
 
     def _fit_held(self, frame: int) -> bool:
         nxt = self.next_seq
-        if nxt == self._stuck or not self._could_fit(nxt):
+        kind = 0 if nxt == self._stuck else self._fit_kind(nxt)
+        if kind == 0:
             self._stuck = nxt
             return False  # no held segment starts at or before nxt: nothing to scan for
+        if kind == 1:  # none starts before nxt: the scan below would take the first one starting at it
+            i = self._order.index(nxt)
+            h = self._held[i]
+            self._emit(h.data, h.frame)
+            self.next_seq = (nxt + len(h.data)) & M32
+            self._drop_held(i, h)
+            return True
         for i, h in enumerate(self._held):
             if h.seq != nxt and ((h.seq - nxt) & M32) >= HALF:  # starts before the expected seq
                 end = (h.seq + len(h.data)) & M32
@@ -244,17 +255,24 @@ class StreamAssembler:
         self._stuck = nxt
         return False
 
-    def _could_fit(self, nxt: int) -> bool:
-        """Whether some held segment starts at or before ``nxt`` (within the half of the sequence space
-        behind it), i.e. whether the scan in :meth:`_fit_held` can find one: two binary searches."""
+    def _fit_kind(self, nxt: int) -> int:
+        """What the scan in :meth:`_fit_held` can find, by binary search: 2 if some held segment starts
+        before ``nxt`` (within the half of the sequence space behind it), else 1 if one starts at it,
+        else 0."""
         seqs = self._seqs
         lo = (nxt - HALF) & M32
+        at = bisect_left(seqs, nxt)
         if lo <= nxt:
-            return bisect_right(seqs, nxt) > bisect_left(seqs, lo)
-        return bisect_right(seqs, nxt) > 0 or bisect_left(seqs, lo) < len(seqs)
+            before = at > bisect_left(seqs, lo)  # some seq in [lo, nxt)
+        else:
+            before = at > 0 or bisect_left(seqs, lo) < len(seqs)  # in [lo, 2**32) or [0, nxt)
+        if before:
+            return 2
+        return 1 if at < len(seqs) and seqs[at] == nxt else 0
 
     def _drop_held(self, i: int, h: _Held) -> None:
         del self._held[i]
+        del self._order[i]
         self._held_bytes -= len(h.data)
         del self._seqs[bisect_left(self._seqs, h.seq)]
         self._stuck = self._lowest = None

@@ -142,6 +142,19 @@ def assert_valid_capture(path: Path, reported: int | None) -> int:
     return packets
 
 
+def stop_child(proc: subprocess.Popen[str]) -> None:
+    """After a failed assertion or a timeout: stop the capture the way a user would (SIGINT, so that
+    it stops its dumpcap, which runs in a session of its own), and only then kill it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def capture_cmd(backend: str, port: int, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "loopcap", "capture", "--backend", backend, "-i", "lo", "-f", f"tcp port {port}",
             "-w", str(out), "--json", *extra]
@@ -155,6 +168,7 @@ class Tally:
     files_verified: int = 0
     packets_verified: int = 0
     before_handlers: int = 0
+    interpreter_start: int = 0
     after_stop: int = 0
     outcomes: list[str] = field(default_factory=list)
 
@@ -167,8 +181,8 @@ def report() -> Iterator[None]:
     yield
     for key, t in sorted(TALLY.items()):
         print(f"\n{key}: {t.runs} runs, {t.files_verified} files verified ({t.packets_verified} packets), "
-              f"{t.before_handlers} signalled before loopcap's handlers were installed, {t.after_stop} after the "
-              "capture had stopped")
+              f"{t.before_handlers} signalled before loopcap's handlers were installed ({t.interpreter_start} while "
+              f"the interpreter started), {t.after_stop} after the capture had stopped")
 
 
 # --------------------------------------------------------------------------------- signals
@@ -195,22 +209,22 @@ def test_a_signal_at_a_random_moment_leaves_a_valid_file_with_every_reported_pac
                 os.kill(proc.pid, sig)
                 stdout, stderr = proc.communicate(timeout=60)
             finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                stop_child(proc)
         where = f"run {run} ({backend}, {sig.name} after {delay:.3f} s)"
         tally.runs += 1
         if "capturing on lo" not in stderr:
             # signalled before the capture started: the process ends, and leaves no file
             tally.before_handlers += 1
-            assert not out.exists() or out.stat().st_size == 0 or whole_records(out.read_bytes())[1] == \
-                out.stat().st_size, where
             if sig == signal.SIGTERM:
                 assert proc.returncode in (-signal.SIGTERM, 0), (where, proc.returncode, stderr[-500:])
             else:
                 assert proc.returncode in (130, 1, 0, -signal.SIGINT), (where, proc.returncode, stderr[-500:])
-                if "Traceback" in stderr:  # only while the interpreter itself starts and imports loopcap
-                    assert "KeyboardInterrupt" in stderr and "run_capture" not in stderr, (where, stderr)
+                if "Traceback" in stderr:
+                    # only while the interpreter itself starts (site and .pth imports), before any loopcap
+                    # code runs: loopcap's entry points end a Ctrl+C during their own imports with 130
+                    assert "KeyboardInterrupt" in stderr, (where, stderr)
+                    assert not any(f"/{pkg}/" in stderr for pkg in ("loopcap", "capture", "analyzers")), (where, stderr)
+                    tally.interpreter_start += 1
             assert not out.exists(), where
             continue
         assert "Traceback" not in stderr, (where, stderr)
@@ -253,9 +267,7 @@ def test_a_second_signal_while_stopping_changes_nothing(backend: str, tmp_path: 
             os.kill(proc.pid, signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_child(proc)
     assert proc.returncode == 0 and "Traceback" not in stderr, stderr
     assert assert_valid_capture(out, json.loads(stdout)["packets_written"]) > 0
 
@@ -284,9 +296,7 @@ def run_until_it_fails(cmd: list[str], pump: Pump, *,
     try:
         stdout, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
