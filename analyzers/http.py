@@ -5,6 +5,13 @@ status, header and body sizes) the way the socket tutorials split header from bo
 the header block being parsed (bounded) and never the bodies.  Bodies are delimited as RFC 9112
 says: ``Content-Length``, ``Transfer-Encoding: chunked``, no body for HEAD responses, 1xx, 204 and
 304, and otherwise (responses only) until the connection closes.
+
+A chunked body (RFC 9112 section 7.1) is ``chunk-size [; extensions] CRLF chunk-data CRLF``
+repeated, then the last chunk ``0 [; extensions] CRLF``, a trailer section of zero or more field lines
+and a final CRLF; the message ends right after that CRLF.  Bare LF is accepted for CRLF.  Anything
+else (a size that is not hex, chunk data not followed by a line end, a chunk-size line longer than
+:data:`MAX_CHUNK_LINE_BYTES`, a trailer section longer than :data:`MAX_HEADER_BYTES`) stops the
+splitter for that direction (``state == "off"``) rather than guessing where the next message starts.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from dataclasses import dataclass, field
 METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
 MAX_HEADER_BYTES = 64 * 1024
 MAX_MESSAGES = 10_000
+#: longest chunk-size line (size, extensions, CR) accepted before its LF
+MAX_CHUNK_LINE_BYTES = 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 
 def _content_length(value: str) -> int | None:
@@ -78,8 +88,11 @@ class HttpSplitter:
         self._remaining = 0
         self._cur: HttpMessage | None = None
         self._frame = 0
+        self._msg_frame = 0  #: frame of the first byte of the message whose header block is being read
+        self._trailer_bytes = 0  #: size of the trailer section read so far (bounded by MAX_HEADER_BYTES)
         #: request methods seen on the peer direction (to know that a HEAD response has no body)
-        self.peer_requests: deque[str] = deque(maxlen=1024)
+        #: (made on the first request: most connections never carry HTTP, and an empty deque is 600 bytes)
+        self.peer_requests: deque[str] | None = None
         self.peer: HttpSplitter | None = None
 
     @property
@@ -100,7 +113,7 @@ class HttpSplitter:
                 self.state = "off"
                 break
             st = self.state
-            if st in ("detect", "headers", "trailers"):
+            if st in ("detect", "headers"):
                 pos = self._take_header_bytes(mv, pos, frame)
             elif st == "body":
                 take = min(self._remaining, n - pos)
@@ -115,26 +128,20 @@ class HttpSplitter:
                 self._cur.body_bytes += n - pos
                 pos = n
             elif st == "chunk-size":
-                nl = data.find(b"\n", pos)
-                if nl < 0:
-                    self._buf += mv[pos:]
-                    if len(self._buf) > 1024:
-                        self.state = "off"
-                    pos = n
+                line, pos = self._take_line(data, pos, MAX_CHUNK_LINE_BYTES)
+                if line is None:
                     continue
-                line = bytes(self._buf) + bytes(mv[pos:nl])
-                self._buf.clear()
-                pos = nl + 1
+                # chunk-size [; chunk-ext] -- extensions are skipped, whitespace around the size tolerated
                 size_txt = line.split(b";", 1)[0].strip()
                 # hex digits only: int(x, 16) also takes "-5" (a negative size moved ``pos`` backwards,
                 # replaying the same bytes until the 1M-iteration guard: ~2 s per segment), "+5", "0x5"
-                if not size_txt or size_txt.strip(b"0123456789abcdefABCDEF"):
+                if not size_txt or size_txt.translate(None, _HEX_DIGITS):
                     self.state = "off"
                     continue
-                size = int(size_txt, 16)
-                if size == 0:
+                size = int(size_txt, 16)  # at most MAX_CHUNK_LINE_BYTES digits, and base 16 has no digit limit
+                if size == 0:  # last-chunk: a trailer section and the final CRLF follow
                     self.state = "trailers"
-                    self._buf.clear()
+                    self._trailer_bytes = 0
                 else:
                     self._remaining = size
                     self.state = "chunk-data"
@@ -146,21 +153,51 @@ class HttpSplitter:
                 pos += take
                 if self._remaining == 0:
                     self.state = "chunk-crlf"
-                    self._remaining = 2
+                    self._remaining = 2  # 2: CR or LF expected, 1: CR seen, LF expected
             elif st == "chunk-crlf":
-                # skip CRLF (tolerate bare LF)
+                # the CRLF after chunk-data (bare LF tolerated); anything else is not a chunked body
                 c = data[pos]
                 pos += 1
                 if c == 0x0A:
                     self.state = "chunk-size"
+                elif c == 0x0D and self._remaining == 2:
+                    self._remaining = 1
+                else:
+                    self.state = "off"
+            elif st == "trailers":
+                line, pos = self._take_line(data, pos, MAX_HEADER_BYTES - self._trailer_bytes)
+                if line is None:
+                    continue
+                self._trailer_bytes += len(line) + 1
+                if line in (b"", b"\r"):  # the CRLF that ends the trailer section and the message
+                    self._done()
+                elif b":" not in line and line[:1] not in (b" ", b"\t"):  # neither a field line nor obs-fold
+                    self.state = "off"
             else:  # pragma: no cover - defensive
                 self.state = "off"
 
+    def _take_line(self, data: bytes, pos: int, limit: int) -> tuple[bytes | None, int]:
+        """The next line of ``data`` from ``pos`` (without its LF, after whatever an earlier feed left
+        in ``_buf``) and the position after it; ``None`` and ``len(data)`` when the line is not
+        complete yet (it is kept in ``_buf``).  A line longer than ``limit`` turns the splitter off."""
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl
+        if len(self._buf) + end - pos > limit:
+            self._buf.clear()
+            self.state = "off"
+            return None, len(data)
+        if nl < 0:
+            self._buf += data[pos:]
+            return None, len(data)
+        line = bytes(self._buf) + data[pos:nl]
+        self._buf.clear()
+        return line, nl + 1
+
     def _take_header_bytes(self, mv: memoryview, pos: int, frame: int) -> int:
         data = mv.obj if isinstance(mv.obj, bytes) else bytes(mv)
+        if not self._buf:  # the first byte of a message (the first one or the next on a keep-alive)
+            self._msg_frame = frame
         if self.state == "detect":
-            if not self._buf:
-                self._msg_frame = frame
             probe = bytes(self._buf[:8]) + bytes(mv[pos:pos + 8])
             if len(probe) >= 4 and not (probe.startswith(b"HTTP/1.") or b"HTTP/1."[:len(probe)] == probe[:7]
                                         or any(probe.startswith(m + b" ") or (m + b" ").startswith(probe[:len(m) + 1])
@@ -183,11 +220,6 @@ class HttpSplitter:
         consumed = block_len - start_len
         block = bytes(self._buf[:end])
         self._buf.clear()
-        if self.state == "trailers":
-            assert self._cur is not None
-            self._cur.body_bytes += 0
-            self._done()
-            return pos + consumed
         self._start_message(block, block_len)
         return pos + consumed
 
@@ -199,7 +231,7 @@ class HttpSplitter:
             if b":" in ln:
                 k, v = ln.split(b":", 1)
                 headers.append((k.decode("latin-1").strip(), v.decode("latin-1").strip()))
-        frame = getattr(self, "_msg_frame", self._frame)
+        frame = self._msg_frame
         parts = start.split(" ", 2)
         if start.startswith("HTTP/"):
             msg = HttpMessage("response", frame, start, version=parts[0])
@@ -218,6 +250,8 @@ class HttpSplitter:
         if len(self.messages) < MAX_MESSAGES:
             self.messages.append(msg)
         if msg.kind == "request" and self.peer is not None:
+            if self.peer.peer_requests is None:
+                self.peer.peer_requests = deque(maxlen=1024)
             self.peer.peer_requests.append(msg.method or "")
         self._cur = msg
         te = (msg.header("Transfer-Encoding") or "").lower()
