@@ -9,6 +9,7 @@ transition and the state is left unchanged, so odd captures are shown, never rej
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -78,6 +79,24 @@ for _s in State:
     TRANSITIONS[(_s, E.SEND_RST)] = S.CLOSED
     TRANSITIONS[(_s, E.RECV_RST)] = S.CLOSED
 
+#: What :meth:`EndpointStates.apply` does, ``_STEPS[state][event]``, precomputed for every pair for
+#: :func:`replay_to_dicts`: ``None`` when nothing is recorded (a transition to the same state), else
+#: (next state, then the ``from``, ``event``, ``to`` and ``expected`` fields of the change's
+#: ``to_dict()``).  A pair missing from TRANSITIONS is unexpected and keeps the state.  The enum
+#: values are stored as plain strings because reading ``.value`` is a Python-level property call.
+#: Built once from TRANSITIONS, which is a fixed table (nothing edits it after import).
+_STEPS: dict[State, dict[Event, tuple[State, str, str, str, bool] | None]] = {}
+for _s in State:
+    _STEPS[_s] = {}
+    for _e in Event:
+        _t = TRANSITIONS.get((_s, _e))
+        if _t is None:
+            _STEPS[_s][_e] = (_s, _s.value, _e.value, _s.value, False)
+        elif _t is _s:
+            _STEPS[_s][_e] = None
+        else:
+            _STEPS[_s][_e] = (_t, _s.value, _e.value, _t.value, True)
+
 
 @dataclass(frozen=True)
 class StateChange:
@@ -113,6 +132,27 @@ class EndpointStates:
         ch = StateChange(frame, side, before, event, after)
         self.timeline.append(ch)
         return ch
+
+
+def replay_to_dicts(client: State, server: State, steps: Iterable[tuple[int, str, Event]]
+                    ) -> tuple[list[dict[str, object]], dict[str, State]]:
+    """Apply ``steps`` (frame, side, event) in order to ``EndpointStates(client, server)``.
+
+    Returns what ``[ch.to_dict() for ch in es.timeline]`` and ``es.state`` would be afterwards, but
+    without building a :class:`StateChange` per event: the summaries replay every connection of a
+    capture, and the objects and ``.value`` reads were most of that cost.  Kept equal to ``apply`` by
+    ``tests/test_summary_speed_equivalence.py``.
+    """
+    state = {"client": client, "server": server}
+    timeline: list[dict[str, object]] = []
+    for frame, side, event in steps:
+        step = _STEPS[state[side]][event]
+        if step is not None:
+            after, before_name, event_name, after_name, expected = step
+            state[side] = after
+            timeline.append({"frame": frame, "side": side, "from": before_name, "event": event_name,
+                             "to": after_name, "expected": expected})
+    return timeline, state
 
 
 def table_text() -> str:
