@@ -104,10 +104,14 @@ def run_pyshark(path: str) -> dict[str, Any]:
 def _dump_docs(docs: list[dict[str, Any]]) -> int:
     """Write the documents as ``loopcap analyze --json`` does (indented for one file, one line each
     for several), so that these rows and the CLI rows pay the same JSON cost."""
-    indent = 2 if len(docs) == 1 else None
+    from analyzers.jsonout import json_line, write_document
+
     with open(os.devnull, "w") as out:
         for d in docs:
-            out.write(json.dumps(d, indent=indent) + "\n")
+            if len(docs) == 1:
+                write_document(d, out)
+            else:
+                out.write(json_line(d))
     return sum(len(d["tcp"]) for d in docs)
 
 

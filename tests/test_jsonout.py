@@ -1,0 +1,56 @@
+"""The JSON writer: one document, readable layout (a connection per line), C-encoder speed."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analyzers.jsonout import document_text, json_line, write_document
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@given(st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_the_readable_layout_parses_back_to_the_same_document(doc: dict[str, object]) -> None:
+    text = document_text(doc)
+    assert json.loads(text) == doc
+    assert text.endswith("\n")
+    assert json.loads(json_line(doc)) == doc and json_line(doc).count("\n") == 1
+
+
+def test_each_connection_is_one_line_and_each_top_level_key_starts_a_line() -> None:
+    doc = {"schema": "loopcap/1", "tcp": [{"stream": 0, "a": [1, 2]}, {"stream": 1, "a": []}], "udp": [],
+           "time": {"first": 1.5, "last": None}}
+    lines = document_text(doc).splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert '  "schema": "loopcap/1",' in lines
+    assert '    {"stream": 0, "a": [1, 2]},' in lines
+    assert '    {"stream": 1, "a": []}' in lines
+    assert '  "udp": [],' in lines
+
+
+def test_writing_in_batches_gives_the_same_text_as_one_string() -> None:
+    doc = {"tcp": [{"stream": i} for i in range(1000)], "n": 3}
+    out = io.StringIO()
+    write_document(doc, out, batch=7)
+    assert out.getvalue() == document_text(doc)
+
+
+def test_analyze_json_prints_one_tcp_connection_per_line(tmp_path: Path) -> None:
+    pcap = Path(__file__).resolve().parent.parent / "pcaps" / "concurrent-ipv4.pcap"
+    done = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "--json", "--no-peers", "-q", str(pcap)],
+                          capture_output=True, text=True, check=True)
+    doc = json.loads(done.stdout)
+    conn_lines = [line for line in done.stdout.splitlines() if line.startswith('    {"stream": ')]
+    assert len(conn_lines) == len(doc["tcp"]) + len(doc["udp"]) > 1
+    assert [json.loads(line.rstrip(","))["stream"] for line in conn_lines[:len(doc["tcp"])]] == \
+        [c["stream"] for c in doc["tcp"]]
