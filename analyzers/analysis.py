@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import os
+import struct
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +73,15 @@ class AnalysisOptions:
     observers: list[Observer] = field(default_factory=list)
     #: builds the frame decoder (e.g. a checksum-verifying one for the Zeek view); default: Decoder
     decoder_factory: Callable[[], Decoder] | None = None
+    #: streaming (see analyzers.streaming): each connection / conversation is handed here, finished,
+    #: as soon as no packet can belong to it any more, instead of being kept for the result
+    on_tcp_done: Callable[[TcpConnection], None] | None = None
+    on_udp_done: Callable[[UdpConversation], None] | None = None
+    #: flow sharding (analyzers.shardstream): (this shard, shards, raw owner test, flow owner test);
+    #: packets of other shards' flows are read and counted but not analyzed
+    shard: tuple[int, int, Callable[[int, bytes, int], int], Callable[[bytes, int, bytes, int, int], int]] | None = None
+    #: if given, the creation frame of every conversation is appended here ("tcp", "udp")
+    created: dict[str, array[int]] | None = None
 
 
 @dataclass
@@ -94,6 +105,12 @@ class Analysis:
     observers: list[Observer] = field(default_factory=list)
     _tcp_summaries: list[dict[str, Any]] | None = None
     _udp_summaries: list[dict[str, Any]] | None = None
+    #: a streamed analysis keeps no connections: their warnings, collected as they were handed out
+    streamed_warnings: list[str] | None = None
+    #: streaming: packets that came back for a connection / conversation already handed out (count,
+    #: the first (new stream, old stream) pairs)
+    late_tcp: tuple[int, list[tuple[int, int]]] = (0, [])
+    late_udp: tuple[int, list[tuple[int, int]]] = (0, [])
 
     # -- summaries (computed once) --------------------------------------------------------------
     @property
@@ -121,15 +138,17 @@ class Analysis:
             out.append(f"{n} frame(s) with {linktype_name(lt)} were not decoded")
         if self.fragments_pending:
             out.append(f"{self.fragments_pending} IP fragment(s) never completed a datagram")
-        for c in self.tcp_summaries:
-            for d in ("client", "server"):
-                p = c["payload"][d]
-                if p["truncated_frames"]:
-                    out.append(f"TCP stream {c['stream']}: {len(p['truncated_frames'])} {d} frame(s) truncated by "
-                               f"the capture's snap length ({p['truncated_bytes']} payload bytes not captured)")
-                for g in p["gaps"]:
-                    out.append(f"TCP stream {c['stream']}: {d} data has a gap of {g['length']} bytes at stream "
-                               f"offset {g['offset']} (noticed at frame {g['frame']}, {g['reason']})")
+        for proto, (count, pairs) in (("TCP", self.late_tcp), ("UDP", self.late_udp)):
+            if count:
+                which = ", ".join(f"{new} (was {old})" for new, old in pairs[:5])
+                out.append(f"{count} {proto} stream(s) began with a packet of a 4-tuple the streamed analysis "
+                           f"had already finished (closed and quiet, or idle, for longer than it waits), so they "
+                           f"are new streams where Wireshark continues the old ones: {which}")
+        if self.streamed_warnings is not None:
+            out.extend(self.streamed_warnings)
+        else:
+            for c in self.tcp_summaries:
+                out.extend(tcp_summary_warnings(c))
         return out
 
     def to_dict(self, *, tcp: list[dict[str, Any]] | None = None,
@@ -160,12 +179,32 @@ class Analysis:
         }
 
 
+def tcp_summary_warnings(c: dict[str, Any]) -> list[str]:
+    """What a connection's summary has to warn about (data the capture lacks)."""
+    out = []
+    for d in ("client", "server"):
+        p = c["payload"][d]
+        if p["truncated_frames"]:
+            out.append(f"TCP stream {c['stream']}: {len(p['truncated_frames'])} {d} frame(s) truncated by "
+                       f"the capture's snap length ({p['truncated_bytes']} payload bytes not captured)")
+        for g in p["gaps"]:
+            out.append(f"TCP stream {c['stream']}: {d} data has a gap of {g['length']} bytes at stream "
+                       f"offset {g['offset']} (noticed at frame {g['frame']}, {g['reason']})")
+    return out
+
+
+#: the loops let streaming trackers hand out finished connections every this many packets
+EXPIRE_EVERY = 4096
+
+
 def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | None = None,
                     *, file: str | None = None) -> Analysis:
     opts = options or AnalysisOptions()
     decoder = opts.decoder_factory() if opts.decoder_factory is not None else Decoder()
-    tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports)
-    udp = UdpTracker(keep_payload=opts.keep_payload)
+    created = opts.created or {}
+    tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports,
+                     on_done=opts.on_tcp_done, created=created.get("tcp"))
+    udp = UdpTracker(keep_payload=opts.keep_payload, on_done=opts.on_udp_done, created=created.get("udp"))
     res = Analysis(file)
     decode = decoder.decode
     feed_tcp: Callable[[TcpSegment], object] = tcp.feed
@@ -186,12 +225,19 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
             return conv
         feed_tcp, feed_udp = feed_tcp_observed, feed_udp_observed
     with gc_paused():
-        n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+        if observers or opts.decoder_factory is not None:
+            if opts.shard is not None:
+                raise ValueError("a sharded analysis runs no observers and uses the plain decoder")
+            n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+        else:
+            n, first_ts, ts = _loop_fast(records, res, decode, tcp, udp, opts.shard)
     res.packets = n
     res.first_ts = first_ts
     res.last_ts = ts if n else None
     res.tcp = tcp.finish()
     res.udp = udp.finish()
+    res.late_tcp = (tcp.late_count, tcp.late)
+    res.late_udp = (udp.late_count, udp.late)
     res.fragments_pending = sum(len(fs.frames) for fs in decoder.reassembler._sets.values())
     res.unknown_linktypes = dict(decoder.unknown_linktypes)
     return res
@@ -201,46 +247,174 @@ def _loop(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., 
           feed_tcp: Callable[[TcpSegment], object], feed_udp: Callable[[UdpDatagram], object],
           tcp: TcpTracker, udp: UdpTracker, observers: list[Observer]) -> tuple[int, int | None, int]:
     """The hot loop: one decode and one tracker call per record."""
-    malformed = res.malformed
     n = 0
     first_ts: int | None = None
     ts = 0
+    streaming = tcp._on_done is not None or udp._on_done is not None
     for rec in records:
         n += 1
         ts = rec.ts_ns
         if first_ts is None:
             first_ts = ts
+        if streaming and not n % EXPIRE_EVERY:
+            tcp.expire(ts)
+            udp.expire(ts)
         x = decode(rec.frame, ts, rec.linktype, rec.data, rec.wirelen)
         cls = x.__class__
         if cls is TcpSegment:
             feed_tcp(x)  # type: ignore[arg-type]
         elif cls is UdpDatagram:
             feed_udp(x)  # type: ignore[arg-type]
-        elif cls is Malformed:
-            assert isinstance(x, Malformed)
-            res.malformed_count += 1
-            if len(malformed) < MAX_MALFORMED_LISTED:
-                malformed.append(x)
-            part = x.partial
-            if isinstance(part, TcpSegment):
-                tcp.feed_quoted(part)  # numbered like Wireshark, not analyzed
-            elif isinstance(part, UdpDatagram):
-                udp.feed_quoted(part)
-        elif cls is IcmpError:
-            assert isinstance(x, IcmpError)
-            if len(res.icmp_errors) < 10_000:
-                res.icmp_errors.append(x)
-            q = x.quoted
-            if isinstance(q, TcpSegment):
-                tcp.feed_quoted(q)
-            elif isinstance(q, UdpDatagram):
-                udp.feed_quoted(q)
-        elif x is not FRAGMENT:
-            res.other_frames += 1
-        if observers and cls is not TcpSegment and cls is not UdpDatagram:
+        else:
+            _other(x, res, tcp, udp)
             for ob in observers:
                 ob.on_other(rec.frame, ts, x)
     return n, first_ts, ts
+
+
+_TCP_HEADER = struct.Struct(">HHIIHH")
+
+
+def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., object],
+               tcp: TcpTracker, udp: UdpTracker,
+               shard: tuple[int, int, Callable[[int, bytes, int], int],
+                            Callable[[bytes, int, bytes, int, int], int]] | None = None) -> tuple[int, int | None, int]:
+    """:func:`_loop` without observers, with a fast path for the packets that make up most of any
+    capture: Ethernet + IPv4 (no options, not fragmented) or IPv6 (no extension headers) + TCP.
+    Those are decoded in place; when the segment has flags ACK or ACK+PSH, every payload byte
+    captured, and its connection is past its handshake and before its teardown
+    (:attr:`TcpConnection.steady`) and it continues its stream in order, it is applied by
+    :meth:`TcpConnection.add_steady` without building a segment object.  Every other packet takes
+    exactly the path of :func:`_loop`; results are identical (pinned by tests/test_fast_path.py).
+
+    With ``shard`` only that shard's flows are analyzed (the raw owner test settles clean TCP/UDP
+    packets before decoding; every other packet is decoded and kept by its flow's owner), and only
+    shard 0 counts what belongs to no flow (malformed, ICMP errors, other frames)."""
+    k, shards, raw_owner, flow_owner = shard if shard is not None else (0, 1, None, None)
+    by_key = tcp._by_key
+    idle = tcp.idle_limit_ns  # streaming: a connection silent longer takes the full path (to end it)
+    unpack_tcp = _TCP_HEADER.unpack_from
+    feed_tcp = tcp.feed
+    feed_udp = udp.feed
+    n = 0
+    first_ts: int | None = None
+    ts = 0
+    streaming = tcp._on_done is not None or udp._on_done is not None
+    for rec in records:
+        frame, ts, linktype, data, wirelen, _ = rec
+        n += 1
+        if first_ts is None:
+            first_ts = ts
+        if streaming and not n % EXPIRE_EVERY:
+            tcp.expire(ts)
+            udp.expire(ts)
+        if raw_owner is not None:
+            o = raw_owner(linktype, data, shards)
+            if o != k:
+                if o < 0:
+                    assert flow_owner is not None
+                    _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
+                continue
+        if linktype == 1 and len(data) >= 54:
+            if data[12] == 8 and data[13] == 0 and data[14] == 0x45 and data[23] == 6 and not (
+                    data[20] & 0x3F or data[21]):  # IPv4, 20-byte header, TCP, not a fragment
+                total = (data[16] << 8) | data[17]
+                avail = len(data) - 14
+                hlen = (data[46] >> 4) * 4
+                end = 14 + (total if total < avail else avail)
+                if total >= 40 and 20 <= hlen <= total - 20 and 34 + hlen <= end:
+                    sport, dport, seq, ack, offflags, window = unpack_tcp(data, 34)
+                    flags = offflags & 0x1FF
+                    src = data[26:30]
+                    dst = data[30:34]
+                    payload = data[34 + hlen:end]
+                    paylen = total - 20 - hlen
+                    if flags in (0x10, 0x18) and len(payload) == paylen:  # ACK, ACK+PSH
+                        a = (src, sport)
+                        b = (dst, dport)
+                        conn = by_key.get((a, b) if a <= b else (b, a))
+                        if conn is not None and conn.steady and ts - conn.last_ts <= idle and conn.add_steady(
+                                0 if a == conn.ep[0] else 1, frame, ts, seq, total, payload):
+                            continue
+                    feed_tcp(TcpSegment(frame, ts, 4, src, dst, sport, dport, seq, ack, flags, window,
+                                        data[54:34 + hlen], payload, paylen, total))
+                    continue
+            elif data[12] == 0x86 and data[13] == 0xDD and len(data) >= 74 and data[14] >> 4 == 6 and data[20] == 6:
+                plen = (data[18] << 8) | data[19]  # IPv6 whose next header is TCP
+                end = 54 + plen
+                if end > len(data):
+                    end = len(data)
+                hlen = (data[66] >> 4) * 4
+                if plen and 20 <= hlen <= plen and 54 + hlen <= end:
+                    sport, dport, seq, ack, offflags, window = unpack_tcp(data, 54)
+                    flags = offflags & 0x1FF
+                    src = data[22:38]
+                    dst = data[38:54]
+                    payload = data[54 + hlen:end]
+                    paylen = plen - hlen
+                    if flags in (0x10, 0x18) and len(payload) == paylen:  # ACK, ACK+PSH
+                        a = (src, sport)
+                        b = (dst, dport)
+                        conn = by_key.get((a, b) if a <= b else (b, a))
+                        if conn is not None and conn.steady and ts - conn.last_ts <= idle and conn.add_steady(
+                                0 if a == conn.ep[0] else 1, frame, ts, seq, 40 + plen, payload):
+                            continue
+                    feed_tcp(TcpSegment(frame, ts, 6, src, dst, sport, dport, seq, ack, flags, window,
+                                        data[74:54 + hlen], payload, paylen, 40 + plen))
+                    continue
+        x = decode(frame, ts, linktype, data, wirelen)
+        cls = x.__class__
+        if cls is TcpSegment:
+            feed_tcp(x)  # type: ignore[arg-type]
+        elif cls is UdpDatagram:
+            feed_udp(x)  # type: ignore[arg-type]
+        else:
+            _other(x, res, tcp, udp)
+    return n, first_ts, ts
+
+
+def _owned(x: object, res: Analysis, tcp: TcpTracker, udp: UdpTracker, k: int, shards: int,
+           flow_owner: Callable[[bytes, int, bytes, int, int], int]) -> None:
+    """Sharded: a fully decoded packet, kept when its flow belongs to shard ``k``."""
+    cls = x.__class__
+    if cls is TcpSegment or cls is UdpDatagram:
+        if flow_owner(x.src, x.sport, x.dst, x.dport, shards) == k:  # type: ignore[attr-defined]
+            if cls is TcpSegment:
+                tcp.feed(x)  # type: ignore[arg-type]
+            else:
+                udp.feed(x)  # type: ignore[arg-type]
+    else:
+        _other(x, res, tcp, udp, k, shards, flow_owner)
+
+
+def _other(x: object, res: Analysis, tcp: TcpTracker, udp: UdpTracker, k: int = 0, shards: int = 1,
+           flow_owner: Callable[[bytes, int, bytes, int, int], int] | None = None) -> None:
+    """A decode result other than a TCP segment or a UDP datagram (sharded: shard 0 counts it, and
+    a quoted header goes to its flow's owner)."""
+    cls = x.__class__
+    main = k == 0
+    if cls is Malformed:
+        assert isinstance(x, Malformed)
+        if main:
+            res.malformed_count += 1
+            if len(res.malformed) < MAX_MALFORMED_LISTED:
+                res.malformed.append(x)
+        q: TcpSegment | UdpDatagram | None = x.partial
+    elif cls is IcmpError:
+        assert isinstance(x, IcmpError)
+        if main and len(res.icmp_errors) < 10_000:
+            res.icmp_errors.append(x)
+        q = x.quoted
+    else:
+        if x is not FRAGMENT and main:
+            res.other_frames += 1
+        return
+    if q is None or (flow_owner is not None and flow_owner(q.src, q.sport, q.dst, q.dport, shards) != k):
+        return
+    if isinstance(q, TcpSegment):
+        tcp.feed_quoted(q)  # numbered like Wireshark, not analyzed
+    else:
+        udp.feed_quoted(q)
 
 
 def analyze_file(path: str | os.PathLike[str], options: AnalysisOptions | None = None) -> Analysis:

@@ -13,7 +13,9 @@ what to do with the finished :class:`TcpConnection` objects.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from analyzers.decode import (
@@ -32,8 +34,8 @@ from analyzers.reassembly import HALF, M32, StreamAssembler
 
 #: bound on the FIN/RST packets remembered per connection (a RST storm must not grow memory)
 MAX_TEARDOWN_PACKETS = 64
-#: bytes of each direction kept for previews and protocol recognition when not keeping everything
-PREVIEW_BYTES = 4096
+#: bytes of each direction kept for the summary's preview (its first 60) when not keeping everything
+PREVIEW_BYTES = 64
 
 
 def _range_start(r: list[int]) -> int:
@@ -65,6 +67,16 @@ class Pkt:
 
 class TcpConnection:
     """Everything loopcap learns about one TCP connection (one ``tcp.stream``)."""
+
+    # slots: a capture holds tens of thousands of these at once (a dict per instance was 2 KB of each)
+    __slots__ = ("after_any", "after_any_bytes", "after_before_f2", "after_before_f2_bytes", "assembler",
+                 "base", "client_dir", "closing_since", "ece_cwr_seen", "ecn_syn", "ecn_synack", "ep", "fin",
+                 "fin_acker", "fin_frames", "fin_order", "first_frame", "first_rtt_ns", "first_synack_any",
+                 "first_ts", "hs_ack", "http", "ip_bytes", "key", "last_frame", "last_ts", "max_end_before_f1",
+                 "mru_syn_ts", "packets", "payload_segments", "payload_wire_bytes", "quote_only", "ranges",
+                 "role_by", "rst_count", "rst_dirs", "rst_first", "steady", "stream", "syn", "syn_rtx",
+                 "synack", "synack_count", "teardown_overflow", "teardown_pkts", "tfo_syn_len",
+                 "truncated_frames", "version")
 
     def __init__(self, stream: int, seg: TcpSegment, keep_limit: int, http: bool) -> None:
         self.stream = stream
@@ -125,8 +137,19 @@ class TcpConnection:
         self.ecn_synack = False
         self.ece_cwr_seen = False
         self.tfo_syn_len = 0
+        #: the tracker's key (streaming: to forget it), and since when it is closed (streaming)
+        self.key: tuple[object, ...] = ()
+        self.closing_since: int | None = None
+        #: set after each :meth:`add`: a plain ACK or ACK+PSH segment, in order and fully captured,
+        #: would change nothing here but counters, the payload and the ranges (see :meth:`add_steady`)
+        self.steady = False
 
     # -- helpers -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Both FINs acknowledged, or a RST seen: what follows can only be stragglers."""
+        return self.rst_count > 0 or (self.fin_acker[0] is not None and self.fin_acker[1] is not None)
+
     def direction_of(self, seg: TcpSegment) -> int:
         return 0 if (seg.src == self.ep[0][0] and seg.sport == self.ep[0][1]) else 1
 
@@ -283,6 +306,44 @@ class TcpConnection:
                 self.truncated_frames[d].append(seg.frame)
             self._add_range(d, start, start + paylen)
             asm.add(start, paylen, seg.payload, seg.frame)
+        self.steady = (self.base[0] is not None and self.base[1] is not None and not self.fin_order
+                       and (self.synack is None or self.hs_ack is not None)
+                       and (self.mru_syn_ts is None or self.first_rtt_ns is not None)
+                       and not asm.held_segments and not other.held_segments)
+
+    def add_steady(self, d: int, frame: int, ts_ns: int, seq: int, ip_bytes: int, payload: bytes) -> bool:
+        """The fast path of :meth:`add` for a segment of direction ``d`` with flags ACK or ACK+PSH and
+        every payload byte captured, on a :attr:`steady` connection: what :meth:`add` would do, without
+        building a segment object.  Returns False (having changed nothing) when the segment does not
+        start where this direction's stream continues; the caller then takes :meth:`add`."""
+        base = self.base[d]
+        assert base is not None
+        start = (seq - base) & M32
+        asm = self.assembler[d]
+        paylen = len(payload)
+        if start != asm.next_seq and (paylen or asm.bytes_out or asm.next_seq):
+            return False  # out of order, a retransmission, or the stream's first segment: the full path
+        self.last_frame = frame
+        self.last_ts = ts_ns
+        self.packets[d] += 1
+        self.ip_bytes[d] += ip_bytes
+        asm.start(start)
+        if paylen:
+            end = start + paylen
+            mx = self.max_end_before_f1[d]
+            if mx is None or end > mx:
+                self.max_end_before_f1[d] = end
+            self.payload_segments[d] += 1
+            self.payload_wire_bytes[d] += paylen
+            rs = self.ranges[d]
+            if rs and rs[-1][0] <= start <= rs[-1][1]:
+                if end > rs[-1][1]:
+                    rs[-1][1] = end
+            else:
+                self._add_range(d, start, end)
+            asm.next_seq = end & M32
+            asm._emit(payload, frame)
+        return True
 
     def _remember(self, p: Pkt) -> None:
         if len(self.teardown_pkts) < MAX_TEARDOWN_PACKETS:
@@ -311,16 +372,54 @@ class TcpConnection:
                 h.finish()
 
 
+#: streaming: a closed connection (both FINs acknowledged, or a RST) is handed out once the
+#: capture's clock is this far past its last packet: Linux's TIME_WAIT (Zeek waits 5 s, but real
+#: captures have stragglers 15 s after a RST)
+CLOSED_LINGER_NS = 60 * 1_000_000_000
+#: streaming: a connection that never closed is handed out after this long without a packet
+#: (twice Zeek's tcp_inactivity_timeout)
+IDLE_NS = 600 * 1_000_000_000
+#: streaming: at most this many closed connections linger; past it the oldest are handed out early
+#: (a busy capture closes thousands per second: memory must not follow the rate times the linger)
+MAX_LINGERING = 2048
+#: streaming: how many handed-out 4-tuples are remembered, to notice packets that come back for them
+MAX_TOMBSTONES = 32_768
+
+
 class TcpTracker:
-    """Assigns segments to connections, numbered like Wireshark's ``tcp.stream``."""
+    """Assigns segments to connections, numbered like Wireshark's ``tcp.stream``.
+
+    By default every connection is kept until :meth:`finish`.  With ``on_done`` the tracker streams
+    (as Zeek does): a connection is finished and handed to ``on_done``, then forgotten, as soon as
+    no packet should belong to it any more -- its 4-tuple was reused by a new connection (at once),
+    it closed ``linger_ns`` ago (or :data:`MAX_LINGERING` others closed since), or it has been silent
+    for ``idle_ns`` (by the capture's clock) -- so memory follows the connections that are open, not
+    the length of the capture.  A segment that still arrives for a forgotten 4-tuple starts a new ``tcp.stream``
+    (Wireshark, which never forgets, would add it to the old one); :attr:`late` counts those."""
 
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False, http: bool = True,
-                 server_ports: Iterable[int] = ()) -> None:
+                 server_ports: Iterable[int] = (), on_done: Callable[[TcpConnection], None] | None = None,
+                 linger_ns: int = CLOSED_LINGER_NS, idle_ns: int = IDLE_NS, created: array[int] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], TcpConnection] = {}
+        #: if given: the frame that created each connection, by stream number (flow sharding)
+        self.created = created
         self.connections: list[TcpConnection] = []
         self._keep = keep_payload
         self._http = http
         self.server_ports = frozenset(server_ports)
+        self._count = 0
+        self._on_done = on_done
+        self._linger = linger_ns
+        self._idle = idle_ns
+        self.max_lingering = MAX_LINGERING
+        self._live: dict[int, TcpConnection] = {}  # streaming: stream -> connection not handed out yet
+        self._closing: deque[TcpConnection] = deque()  # streaming: closed ones, roughly by last packet
+        self._next_sweep: int | None = None  # streaming: when to look for idle connections next
+        self._gone: dict[int, int] = {}  # streaming: 4-tuples handed out -> their stream
+        #: streaming: (new stream, old stream) for segments without SYN that came back for a 4-tuple
+        #: already handed out (the first 100 of them), and how many there were
+        self.late: list[tuple[int, int]] = []
+        self.late_count = 0
 
     def _keep_limit(self, stream: int) -> int:
         keep = self._keep(stream) if callable(self._keep) else self._keep
@@ -332,22 +431,95 @@ class TcpTracker:
         b = (dst, dport)
         key = (a, b) if a <= b else (b, a)
         conn = self._by_key.get(key)
+        if conn is not None and self._on_done is not None and self._over(conn, seg.ts_ns):
+            self._hand_out(conn)  # streaming: its time is up, whenever expire() would have noticed
+            conn = None
         if conn is not None and flags & (TCP_SYN | TCP_ACK) == TCP_SYN:
             d = 0 if (src == conn.ep[0][0] and sport == conn.ep[0][1]) else 1
             base = conn.base[d]
             if base is not None and seq != base:
                 conn = None  # port reuse: a new SYN with a new ISN starts a new connection
         if conn is None:
-            n = len(self.connections)
+            n = self._count
+            self._count += 1
+            if self.created is not None:
+                self.created.append(seg.frame)
             conn = TcpConnection(n, seg, self._keep_limit(n), self._http)
-            self.connections.append(conn)
+            conn.key = key
+            if self._on_done is None:
+                self.connections.append(conn)
+            else:
+                old = self._by_key.get(key)
+                if old is not None:  # its 4-tuple now belongs to the new connection: nothing can reach it
+                    self._hand_out(old)
+                else:
+                    was = self._gone.pop(hash(key), None)
+                    if was is not None and not flags & TCP_SYN:
+                        self.late_count += 1
+                        if len(self.late) < 100:
+                            self.late.append((n, was))
+                self._live[n] = conn
             self._by_key[key] = conn
         return conn
 
     def feed(self, seg: TcpSegment) -> TcpConnection:
         conn = self._lookup(seg.src, seg.sport, seg.dst, seg.dport, seg.seq, seg.flags, seg)
         conn.add(seg)
+        if self._on_done is not None and conn.closing_since is None and conn.closed:
+            conn.closing_since = conn.last_ts
+            self._closing.append(conn)
         return conn
+
+    def _over(self, conn: TcpConnection, now_ns: int) -> bool:
+        """Streaming: whether ``conn`` is finished at ``now_ns`` (closed and lingered, or idle)."""
+        quiet = now_ns - conn.last_ts
+        return quiet > self._idle or (conn.closing_since is not None and quiet > self._linger)
+
+    @property
+    def idle_limit_ns(self) -> int:
+        """How long a connection may be silent and still take the next packet of its 4-tuple."""
+        return self._idle if self._on_done is not None else 1 << 80
+
+    def _hand_out(self, conn: TcpConnection) -> None:
+        if self._live.pop(conn.stream, None) is None:
+            return  # handed out already
+        if self._by_key.get(conn.key) is conn:
+            del self._by_key[conn.key]
+            gone = self._gone
+            gone[hash(conn.key)] = conn.stream  # the hash: a tombstone must cost little
+            if len(gone) > MAX_TOMBSTONES:
+                del gone[next(iter(gone))]  # the oldest
+        conn.finish(self.server_ports)
+        assert self._on_done is not None
+        self._on_done(conn)
+        if conn.http is not None:  # the splitters know each other: a cycle the paused collector would keep
+            conn.http[0].peer = conn.http[1].peer = None
+
+    def expire(self, now_ns: int) -> None:
+        """Streaming: hand out the closed connections whose last packet is ``linger_ns`` before
+        ``now_ns`` (the capture's clock; call it every few thousand packets)."""
+        if self._next_sweep is None:
+            self._next_sweep = now_ns + self._idle
+        elif now_ns >= self._next_sweep:  # now and then: the connections silent for idle_ns
+            self._next_sweep = now_ns + self._idle // 4
+            limit = now_ns - self._idle
+            for conn in [c for c in self._live.values() if c.last_ts < limit]:
+                self._hand_out(conn)
+        q = self._closing
+        limit = now_ns - self._linger
+        for _ in range(len(q)):
+            conn = q[0]
+            if conn.last_ts >= limit:
+                if conn.last_ts == conn.closing_since:
+                    break  # the oldest closed connection is still lingering: so are the ones after it
+                # it had packets after its close: back in the queue by its last packet
+                conn.closing_since = conn.last_ts
+                q.rotate(-1)
+                continue
+            q.popleft()
+            self._hand_out(conn)
+        while len(q) > self.max_lingering:
+            self._hand_out(q.popleft())
 
     def feed_quoted(self, seg: TcpSegment) -> None:
         """A TCP header quoted inside an ICMP error: Wireshark looks the conversation up (creating it,
@@ -357,7 +529,13 @@ class TcpTracker:
             conn.quote_only = True
 
     def finish(self) -> list[TcpConnection]:
-        """End of input: the connections that carried packets, in ``tcp.stream`` order."""
+        """End of input: the connections that carried packets, in ``tcp.stream`` order (streaming:
+        every connection still open is handed out, and the list is empty)."""
+        if self._on_done is not None:
+            for stream in sorted(self._live):
+                self._hand_out(self._live[stream])
+            self._closing.clear()
+            return []
         for c in self.connections:
             c.finish(self.server_ports)
         return [c for c in self.connections if not c.quote_only]

@@ -9,6 +9,8 @@ datagrams only through these fixed-size records; payload bytes are kept only whe
 from __future__ import annotations
 
 import hashlib
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,26 +52,90 @@ class UdpConversation:
     dropped_records: int = 0
 
 
+#: streaming: a conversation silent this long (capture time) is handed out (as TCP's idle limit;
+#: Zeek's udp_inactivity_timeout is one minute, tshark has none)
+IDLE_NS = 600 * 1_000_000_000
+#: streaming: at most this many conversations stay open; past it the longest silent is handed out
+MAX_LIVE = 8192
+#: streaming: how many handed-out address pairs are remembered, to notice datagrams coming back
+MAX_TOMBSTONES = 32_768
+
+
 class UdpTracker:
-    """Sans-I/O: feed datagrams, read conversations."""
+    """Sans-I/O: feed datagrams, read conversations.
+
+    With ``on_done`` the tracker streams, like :class:`~analyzers.tcp.TcpTracker`: :meth:`expire`
+    hands out (and forgets) the conversations silent for ``idle_ns`` (or the longest silent ones, when
+    more than :data:`MAX_LIVE` are open); a later datagram of the same
+    pair starts a new ``udp.stream`` (tshark would continue the old one): :attr:`late` counts them."""
 
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False,
-                 max_records_per_conversation: int = 1_000_000) -> None:
+                 max_records_per_conversation: int = 1_000_000,
+                 on_done: Callable[[UdpConversation], None] | None = None, idle_ns: int = IDLE_NS,
+                 created: array[int] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], UdpConversation] = {}
+        #: if given: the frame that created each conversation, by stream number (flow sharding)
+        self.created = created
         self.conversations: list[UdpConversation] = []
         self._keep = keep_payload
         self.max_records = max_records_per_conversation
+        self._count = 0
+        self._on_done = on_done
+        self._idle = idle_ns
+        self.max_live = MAX_LIVE
+        self._live: OrderedDict[tuple[object, ...], UdpConversation] = OrderedDict()  # by last datagram
+        self._gone: dict[int, int] = {}  # streaming: pairs handed out -> their stream
+        #: streaming: (new stream, old stream) of pairs that came back after they were handed out
+        #: (the first 100), and how many
+        self.late: list[tuple[int, int]] = []
+        self.late_count = 0
 
     def _lookup(self, dg: UdpDatagram) -> UdpConversation:
         a = (dg.src, dg.sport)
         b = (dg.dst, dg.dport)
         key = (a, b) if a <= b else (b, a)
         conv = self._by_key.get(key)
+        if conv is not None and self._on_done is not None and dg.ts_ns - max(conv.last_ts, conv.first_ts) > self._idle:
+            self._hand_out(key, conv)  # streaming: silent too long, whenever expire() would have noticed
+            conv = None
         if conv is None:
-            conv = UdpConversation(len(self.conversations), dg.version, a, b, first_ts=dg.ts_ns)
-            self.conversations.append(conv)
+            conv = UdpConversation(self._count, dg.version, a, b, first_ts=dg.ts_ns)
+            self._count += 1
+            if self.created is not None:
+                self.created.append(dg.frame)
+            if self._on_done is None:
+                self.conversations.append(conv)
+            else:
+                was = self._gone.pop(hash(key), None)
+                if was is not None:
+                    self.late_count += 1
+                    if len(self.late) < 100:
+                        self.late.append((conv.stream, was))
             self._by_key[key] = conv
+        if self._on_done is not None:
+            self._live[key] = conv
+            self._live.move_to_end(key)
         return conv
+
+    def expire(self, now_ns: int) -> None:
+        """Streaming: hand out the conversations silent since ``idle_ns`` before ``now_ns``."""
+        live = self._live
+        limit = now_ns - self._idle
+        while live:
+            key, conv = next(iter(live.items()))
+            if max(conv.last_ts, conv.first_ts) >= limit and len(live) <= self.max_live:
+                break
+            self._hand_out(key, conv)
+
+    def _hand_out(self, key: tuple[object, ...], conv: UdpConversation) -> None:
+        del self._live[key]
+        del self._by_key[key]
+        gone = self._gone
+        gone[hash(key)] = conv.stream  # the hash: a tombstone must cost little
+        if len(gone) > MAX_TOMBSTONES:
+            del gone[next(iter(gone))]  # the oldest
+        assert self._on_done is not None
+        self._on_done(conv)
 
     def feed(self, dg: UdpDatagram) -> UdpConversation:
         conv = self._lookup(dg)
@@ -99,4 +165,12 @@ class UdpTracker:
             conv.quote_only = True
 
     def finish(self) -> list[UdpConversation]:
+        """End of input: the conversations that carried datagrams, in ``udp.stream`` order
+        (streaming: the open ones are handed out, in that order, and the list is empty)."""
+        if self._on_done is not None:
+            for conv in sorted(self._live.values(), key=lambda c: c.stream):
+                self._on_done(conv)
+            self._live.clear()
+            self._by_key.clear()
+            return []
         return [c for c in self.conversations if not c.quote_only]

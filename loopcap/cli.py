@@ -9,7 +9,6 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -141,6 +140,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     With several files and --json, one JSON document per line (JSON Lines). Several files, or one
     large file, are analyzed on every core (--jobs); results equal the single-process run.
     """
+    from analyzers.jsonout import json_line, write_document
     from analyzers.parallel import analyze_paths, capture_files
     from analyzers.progress import progress_for
     from analyzers.walkthrough import render
@@ -161,6 +161,22 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     docs: list[dict[str, Any]] = []
     try:
         opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
+        shards = _stream_shards(paths, fmt, peers, engine, jobs, (stream, udp_stream, port, host))
+        if shards:
+            # one file, JSON, no peers' views: streamed in bounded memory (on every core when the file
+            # is large), the same document
+            with bar:
+                if shards == 1:
+                    from analyzers.streaming import analyze_file_to_json
+
+                    analyze_file_to_json(paths[0], sys.stdout, opts, progress=bar)
+                else:
+                    from analyzers.shardstream import analyze_file_to_json_sharded
+
+                    res = analyze_file_to_json_sharded(paths[0], sys.stdout, opts, jobs=shards)
+                    bar.advance_file(os.path.getsize(paths[0]), res.packets)
+            sys.stdout.flush()
+            return
         with bar:
             for i, (path, full) in enumerate(analyze_paths(paths, opts, jobs=jobs, engine=engine,
                                                            scheduler=scheduler, progress=bar)):
@@ -168,7 +184,11 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                 if fmt == "parquet":
                     docs.append(doc)
                 elif fmt == "json":
-                    click.echo(json.dumps(doc, indent=None if len(paths) > 1 else 2))
+                    if len(paths) > 1:
+                        sys.stdout.write(json_line(doc))
+                    else:
+                        write_document(doc, sys.stdout)
+                    sys.stdout.flush()
                 else:
                     if i:
                         click.echo("")
@@ -184,6 +204,20 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                 click.echo(f"{name}: {where}")
     except LoopcapError as err:
         _fail(err)
+
+
+def _stream_shards(paths: list[str], fmt: str, peers: bool, engine: str, jobs: int | None,
+                   filters: tuple[object, ...]) -> int:
+    """How many processes ``analyze`` streams with (see analyzers.streaming and .shardstream), or 0
+    when it cannot: what it writes must be one JSON document of the core analysis of one file."""
+    from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
+
+    if fmt != "json" or len(paths) != 1 or peers or engine != "local" or any(f is not None for f in filters):
+        return 0
+    j = default_jobs() if jobs is None else jobs
+    if j == 1 or not os.path.isfile(paths[0]) or os.path.getsize(paths[0]) < DEFAULT_SPLIT_BYTES:
+        return 1
+    return j
 
 
 def _zeek_log(files: tuple[str, ...], checksums: str) -> None:

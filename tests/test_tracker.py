@@ -16,7 +16,7 @@ from conftest import need_tshark
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_records
 from analyzers.decode import Decoder, IcmpError, TcpSegment, UdpDatagram
 from analyzers.reassembly import Gap, StreamAssembler, seq_ge, seq_gt, seq_lt
-from analyzers.tcp import TcpTracker
+from analyzers.tcp import PREVIEW_BYTES, TcpTracker
 from analyzers.udp import UdpTracker
 
 M32 = 0xFFFFFFFF
@@ -728,7 +728,7 @@ def test_tracker_is_sans_io_and_bounded() -> None:
         assert isinstance(x, TcpSegment)
         assert t.feed(x).stream == 0
     (conn,) = t.finish()
-    assert conn.assembler[0].bytes_out == 10_000 and len(conn.assembler[0].kept) == 4096
+    assert conn.assembler[0].bytes_out == 10_000 and len(conn.assembler[0].kept) == PREVIEW_BYTES == 64
     assert conn.packets == [12, 1] and conn.payload_segments == [10, 0]
 
 

@@ -1,0 +1,182 @@
+"""One large capture on every core, in bounded memory: flow shards that stream.
+
+Each worker process reads the whole file but analyzes only the flows of its shard (see
+:func:`analyzers.parallel.flow_shard`), streaming like :mod:`analyzers.streaming`: every finished
+connection is summarized and written at once to the worker's own spool file, under its *creation
+frame* (the frame that made it a new ``tcp.stream``) instead of a stream number.  The parent then
+numbers every connection of every shard by creation frame -- exactly as one tracker would have --
+and writes the document, reading the spooled lines back in that order and putting the final
+number in.  The parent holds a few integers per connection; the workers hold their open flows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import shutil
+import tempfile
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_records, tcp_summary_warnings
+from analyzers.errors import LoopcapError
+from analyzers.jsonout import EncodedItems, dumps_value, write_document
+from analyzers.parallel import _raw_shard, flow_shard
+from analyzers.pcapfile import CaptureReader
+from analyzers.summary import summarize_tcp, summarize_udp
+from analyzers.tcp import TcpConnection
+from analyzers.udp import UdpConversation
+
+
+@dataclass
+class ShardSpool:
+    """What a worker hands back: where its lines are, and the integers needed to number them."""
+
+    shard: int
+    path: str
+    #: creation frame of every conversation the shard numbered (quote-only ones too), by kind
+    created: dict[str, array[int]] = field(default_factory=dict)
+    #: per kind: creation frame, offset and length of every spooled line (in the order written)
+    frames: dict[str, array[int]] = field(default_factory=dict)
+    offsets: dict[str, array[int]] = field(default_factory=dict)
+    lengths: dict[str, array[int]] = field(default_factory=dict)
+    #: (creation frame, warning texts) of the TCP connections that have some
+    warnings: list[tuple[int, list[str]]] = field(default_factory=list)
+    #: per kind: how many flows came back after being handed out, and the first (new, old) frames
+    late: dict[str, tuple[int, list[tuple[int, int]]]] = field(default_factory=dict)
+    #: shard 0: the capture-wide facts (an Analysis without connections)
+    base: Analysis | None = None
+    error: tuple[type[LoopcapError], str, dict[str, Any]] | None = None
+
+
+def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str) -> ShardSpool:
+    """Worker: analyze this shard's flows of ``path``, spooling each finished one."""
+    out = ShardSpool(shard, spool_path)
+    for kind in ("tcp", "udp"):
+        out.created[kind] = array("q")
+        out.frames[kind] = array("q")
+        out.offsets[kind] = array("q")
+        out.lengths[kind] = array("q")
+    f = open(spool_path, "wb")  # noqa: SIM115 - closed below
+    pos = 0
+
+    def put(kind: str, frame: int, summary: dict[str, Any]) -> None:
+        nonlocal pos
+        summary["stream"] = frame  # the parent replaces it with the final number
+        data = dumps_value(summary).encode()
+        f.write(data)
+        out.frames[kind].append(frame)
+        out.offsets[kind].append(pos)
+        out.lengths[kind].append(len(data))
+        pos += len(data)
+
+    def tcp_done(conn: TcpConnection) -> None:
+        if not conn.quote_only:
+            frame = out.created["tcp"][conn.stream]
+            summary = summarize_tcp(conn)
+            summary["stream"] = frame
+            w = tcp_summary_warnings(summary)
+            if w:
+                out.warnings.append((frame, w))
+            put("tcp", frame, summary)
+
+    def udp_done(conv: UdpConversation) -> None:
+        if not conv.quote_only:
+            put("udp", out.created["udp"][conv.stream], summarize_udp(conv))
+
+    opts = replace(options, on_tcp_done=tcp_done, on_udp_done=udp_done,
+                   shard=(shard, shards, _raw_shard, flow_shard), created=out.created)
+    try:
+        with CaptureReader.open(path) as reader:
+            res = analyze_records(reader, opts, file=path)
+            res.file_format = reader.file_format
+            res.linktypes = reader.linktypes
+            res.read_warnings = list(reader.warnings)
+            res.bytes_read = reader.offset
+    except LoopcapError as err:
+        out.error = (type(err), str(err), dict(err.__dict__))
+        return out
+    finally:
+        f.close()
+    for kind, (count, pairs) in (("tcp", res.late_tcp), ("udp", res.late_udp)):
+        c = out.created[kind]
+        out.late[kind] = (count, [(c[new], c[old]) for new, old in pairs])
+    if shard == 0:
+        res.late_tcp = res.late_udp = (0, [])
+        out.base = res
+    return out
+
+
+def _numbered(spools: list[ShardSpool], kind: str) -> Iterator[str]:
+    """Every spooled line of ``kind``, in creation order, with its final stream number."""
+    everything = array("q", sorted(f for s in spools for f in s.created[kind]))
+    files = {s.shard: open(s.path, "rb") for s in spools}  # noqa: SIM115 - closed below
+
+    def by_frame(s: ShardSpool) -> Iterator[tuple[int, int, int, int]]:
+        frames, offs, lens = s.frames[kind], s.offsets[kind], s.lengths[kind]
+        for i in sorted(range(len(frames)), key=frames.__getitem__):
+            yield frames[i], s.shard, offs[i], lens[i]
+
+    try:
+        for frame, shard, off, n in heapq.merge(*(by_frame(s) for s in spools)):
+            fh = files[shard]
+            fh.seek(off)
+            text = fh.read(n).decode()
+            head = f'{{"stream": {frame}'
+            assert text.startswith(head), text[:40]
+            yield f'{{"stream": {bisect_left(everything, frame)}' + text[len(head):]
+    finally:
+        for fh in files.values():
+            fh.close()
+
+
+def analyze_file_to_json_sharded(path: str | os.PathLike[str], out: IO[str], options: AnalysisOptions | None = None,
+                                 *, jobs: int = 2) -> Analysis:
+    """:func:`analyzers.streaming.analyze_file_to_json` on ``jobs`` processes (flow shards); the
+    same document."""
+    opts = options or AnalysisOptions()
+    if opts.observers or opts.keep_payload or opts.decoder_factory is not None:
+        raise ValueError("a streamed analysis takes no observers, keeps no payloads and uses the plain decoder")
+    name = os.fspath(path)
+    with CaptureReader.open(name):
+        pass  # a file that is no capture fails here, clearly, before any worker starts
+    tmp = tempfile.mkdtemp(prefix="loopcap-shards-")
+    try:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_stream_shard, name, k, jobs, opts, os.path.join(tmp, f"shard-{k}.jsonl"))
+                       for k in range(jobs)]
+            spools = [fut.result() for fut in futures]
+        for s in spools:
+            if s.error is not None:
+                cls, message, attrs = s.error
+                exc = cls.__new__(cls)
+                Exception.__init__(exc, message)
+                exc.__dict__.update(attrs)
+                raise exc
+        base = spools[0].base
+        assert base is not None
+        number = {kind: array("q", sorted(f for s in spools for f in s.created[kind])) for kind in ("tcp", "udp")}
+
+        def late(kind: str) -> tuple[int, list[tuple[int, int]]]:
+            pairs = sorted(p for s in spools for p in s.late[kind][1])[:100]
+            return (sum(s.late[kind][0] for s in spools),
+                    [(bisect_left(number[kind], a), bisect_left(number[kind], b)) for a, b in pairs])
+
+        base.late_tcp, base.late_udp = late("tcp"), late("udp")
+        warned = sorted((w for s in spools for w in s.warnings), key=lambda t: t[0])
+        base.streamed_warnings = []
+        for frame, texts in warned:
+            g = bisect_left(number["tcp"], frame)
+            head = f"TCP stream {frame}: "
+            base.streamed_warnings.extend(f"TCP stream {g}: " + t[len(head):] for t in texts)
+        counts = {kind: sum(len(s.frames[kind]) for s in spools) for kind in ("tcp", "udp")}
+        doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp")),  # type: ignore[arg-type]
+                           udp=EncodedItems(counts["udp"], _numbered(spools, "udp")))  # type: ignore[arg-type]
+        write_document(doc, out)
+        return base
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

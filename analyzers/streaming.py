@@ -1,0 +1,121 @@
+"""Analyze a capture of any length in bounded memory, writing the ``loopcap/1`` JSON document.
+
+The trackers hand each connection over as soon as no packet can belong to it any more (see
+:class:`~analyzers.tcp.TcpTracker`); it is summarized, encoded as one line of JSON and written to a
+spool file at once, and forgotten.  Connections finish out of ``tcp.stream`` order (a long one
+outlives many short ones), so the spool keeps an index (12 bytes per connection) and gives the lines
+back in stream order when the document is written.  Memory therefore follows the connections open
+at any one time, never the number of packets; the document is the one :func:`analyze_file` +
+:func:`~analyzers.jsonout.write_document` produce, byte for byte, as long as no 4-tuple comes back
+after the tracker let it go (two minutes of capture time after its close for TCP, two minutes of
+silence for UDP); tests/test_streaming.py pins that on every capture the project has.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from array import array
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import IO, Any
+
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_records, tcp_summary_warnings
+from analyzers.jsonout import EncodedItems, dumps_value, write_document
+from analyzers.pcapfile import CaptureReader
+from analyzers.summary import summarize_tcp, summarize_udp
+from analyzers.tcp import TcpConnection
+from analyzers.udp import UdpConversation
+
+
+class OrderedSpool:
+    """Encoded items put by stream number in any order, read back in stream order; the text lives in
+    an anonymous temporary file, the index in two flat arrays."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._f = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self._offset = array("q")
+        self._length = array("i")
+        self._end = 0
+        self.count = 0
+
+    def put(self, stream: int, text: str) -> None:
+        data = text.encode()
+        if stream >= len(self._offset):
+            grow = stream + 1 - len(self._offset)
+            self._offset.extend([0] * grow)
+            self._length.extend([-1] * grow)
+        self._f.write(data)
+        self._offset[stream] = self._end
+        self._length[stream] = len(data)
+        self._end += len(data)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[str]:
+        f = self._f
+        f.flush()
+        pos = -1
+        for off, n in zip(self._offset, self._length, strict=True):
+            if n < 0:
+                continue
+            if off != pos:
+                f.seek(off)
+            yield f.read(n).decode()
+            pos = off + n
+
+    def items(self) -> EncodedItems:
+        return EncodedItems(self.count, iter(self))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: AnalysisOptions | None = None,
+                         *, progress: Any = None) -> Analysis:
+    """Analyze ``path`` streaming (bounded memory) and write its ``loopcap/1`` document to ``out``.
+
+    Observers (the peers' views) and kept payloads need every connection until the end: they are
+    refused here (use :func:`~analyzers.analysis.analyze_file`).  Returns the :class:`Analysis`
+    without its connections (they were written), for the caller's warnings."""
+    opts = options or AnalysisOptions()
+    if opts.observers or opts.keep_payload:
+        raise ValueError("a streamed analysis takes no observers and keeps no payloads")
+    tcp_spool, udp_spool = OrderedSpool(), OrderedSpool()
+    warned: list[tuple[int, list[str]]] = []
+
+    def tcp_done(conn: TcpConnection) -> None:
+        if conn.quote_only:
+            return  # a 4-tuple only an ICMP error quoted: numbered, never listed
+        summary = summarize_tcp(conn)
+        w = tcp_summary_warnings(summary)
+        if w:
+            warned.append((conn.stream, w))
+        tcp_spool.put(conn.stream, dumps_value(summary))
+
+    def udp_done(conv: UdpConversation) -> None:
+        if not conv.quote_only:
+            udp_spool.put(conv.stream, dumps_value(summarize_udp(conv)))
+
+    opts = replace(opts, on_tcp_done=tcp_done, on_udp_done=udp_done)
+    name = os.fspath(path)
+    try:
+        with CaptureReader.open(name) as reader:
+            records: Any = reader
+            if progress is not None:
+                from analyzers.progress import track_records
+
+                progress.start_file(name, reader.size or 0)
+                records = track_records(reader, reader._f.tell, progress)
+            res = analyze_records(records, opts, file=name)
+            res.file_format = reader.file_format
+            res.linktypes = reader.linktypes
+            res.read_warnings = list(reader.warnings)
+            res.bytes_read = reader.offset
+        if progress is not None:
+            progress.advance_file(reader.size or 0, res.packets)
+        res.streamed_warnings = [w for _, ws in sorted(warned, key=lambda x: x[0]) for w in ws]
+        write_document(res.to_dict(tcp=tcp_spool.items(), udp=udp_spool.items()), out)  # type: ignore[arg-type]
+    finally:
+        tcp_spool.close()
+        udp_spool.close()
+    return res

@@ -1,0 +1,255 @@
+"""A streamed analysis (connections handed out, summarized and spooled as soon as they are over)
+writes exactly the document of the in-memory analysis, in bounded memory."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from pcapbuild import Frame, ethernet, pcap_file, tcp_packet, udp_packet
+from test_fast_path import real_captures
+
+from analyzers.analysis import AnalysisOptions, analyze_file
+from analyzers.errors import LoopcapError
+from analyzers.jsonout import document_text
+from analyzers.streaming import OrderedSpool, analyze_file_to_json
+from analyzers.tcp import CLOSED_LINGER_NS
+
+
+def streamed(path: Path, options: AnalysisOptions | None = None) -> str:
+    out = io.StringIO()
+    analyze_file_to_json(path, out, options)
+    return out.getvalue()
+
+
+def in_memory(path: Path, options: AnalysisOptions | None = None) -> str:
+    return document_text(analyze_file(path, options).to_dict())
+
+
+def test_streamed_and_in_memory_documents_are_identical_on_every_real_capture() -> None:
+    checked = 0
+    for p in real_captures():
+        try:
+            want = in_memory(p)
+        except LoopcapError:
+            with pytest.raises(LoopcapError):
+                streamed(p)
+            continue
+        assert streamed(p) == want, p
+        checked += 1
+    assert checked >= 34
+
+
+def test_streamed_documents_keep_options_like_server_ports_and_no_http() -> None:
+    p = next(p for p in real_captures() if p.name == "http-get-ipv4.pcap")
+    opts = AnalysisOptions(server_ports=frozenset({8080}), http=False)
+    assert streamed(p, opts) == in_memory(p, opts)
+
+
+def test_a_streamed_analysis_refuses_observers_and_kept_payloads(tmp_path: Path) -> None:
+    p = next(iter(real_captures()))
+    with pytest.raises(ValueError, match="observers"):
+        analyze_file_to_json(p, io.StringIO(), AnalysisOptions(keep_payload=True))
+
+
+def test_the_spool_gives_items_back_in_stream_order_and_skips_missing_numbers() -> None:
+    spool = OrderedSpool()
+    order = list(range(0, 200, 2))
+    random.Random(1).shuffle(order)
+    for s in order:
+        spool.put(s, json.dumps({"stream": s, "pad": "x" * s}))
+    assert [json.loads(t)["stream"] for t in spool] == list(range(0, 200, 2))
+    assert len(spool.items()) == 100
+    spool.close()
+
+
+def many_connections(tmp_path: Path, conns: int, gap_s: float) -> Path:
+    """``conns`` short TCP connections (handshake, a request and reply, four-way close), each
+    starting ``gap_s`` after the previous one, the same four-tuple every 50 connections (with a new
+    ISN, as port reuse), one long connection open from the first to the last packet, and UDP."""
+    frames: list[Frame] = []
+    t = 1_000_000_000_000_000_000
+    step = int(gap_s * 1e9)
+    long_a, long_b = ("127.0.0.9", 5000), ("127.0.0.1", 22)
+    frames.append(Frame(t, ethernet(tcp_packet(long_a[0], long_a[1], long_b[0], long_b[1], 1, 0, "S"))))
+    frames.append(Frame(t + 1, ethernet(tcp_packet(long_b[0], long_b[1], long_a[0], long_a[1], 7, 2, "SA"))))
+    frames.append(Frame(t + 2, ethernet(tcp_packet(long_a[0], long_a[1], long_b[0], long_b[1], 2, 8, "A"))))
+    for i in range(conns):
+        t += step
+        port = 30000 + i % 50
+        isn = 1000 * i
+        c, s = ("127.0.0.1", port), ("127.0.0.1", 80)
+
+        def seg(fwd: bool, seq: int, ack: int, flags: str, data: bytes = b"", k: int = 0,
+                c: tuple[str, int] = c, s: tuple[str, int] = s, t: int = t) -> Frame:
+            a, b = (c, s) if fwd else (s, c)
+            return Frame(t + k * 1000, ethernet(tcp_packet(a[0], a[1], b[0], b[1], seq, ack, flags, payload=data)))
+        frames += [seg(True, isn, 0, "S", k=0), seg(False, 77, isn + 1, "SA", k=1), seg(True, isn + 1, 78, "A", k=2),
+                   seg(True, isn + 1, 78, "PA", b"ping %d" % i, k=3), seg(False, 78, isn + 7 + len(str(i)), "PA",
+                                                                         b"pong", k=4),
+                   seg(True, isn + 7 + len(str(i)), 82, "FA", k=5), seg(False, 82, isn + 8 + len(str(i)), "A", k=6),
+                   seg(False, 82, isn + 8 + len(str(i)), "FA", k=7), seg(True, isn + 8 + len(str(i)), 83, "A", k=8)]
+        if i % 10 == 0:
+            frames.append(Frame(t + 9000, ethernet(udp_packet("127.0.0.1", 40000 + i % 3, "127.0.0.1", 53, b"q"))))
+        if i % 25 == 0:  # the long connection trickles on
+            frames.append(Frame(t + 9500, ethernet(tcp_packet(long_a[0], long_a[1], long_b[0], long_b[1],
+                                                              2 + i, 8, "PA", payload=b"k"))))
+    path = tmp_path / "many.pcap"
+    path.write_bytes(pcap_file(frames))
+    return path
+
+
+def test_closed_connections_are_handed_out_while_reading_not_at_the_end(tmp_path: Path) -> None:
+    path = many_connections(tmp_path, 3000, gap_s=1.0)  # 3000 s of capture: far past the linger
+    handed: list[tuple[int, int]] = []
+    from analyzers.analysis import analyze_records
+    from analyzers.pcapfile import CaptureReader
+
+    def done(conn: object) -> None:
+        handed.append((conn.stream, conn.last_ts))  # type: ignore[attr-defined]
+
+    with CaptureReader.open(path) as reader:
+        res = analyze_records(reader, AnalysisOptions(on_tcp_done=done, on_udp_done=lambda c: None))
+    assert res.tcp == [] and len(handed) == 3001
+    # the long connection (stream 0) stays to the end; the others went out while reading, at most
+    # linger + one expiry step (4096 packets, ~400 s here) after their close: ~520 are left at the end
+    streams = [s for s, _ in handed]
+    assert streams.index(0) > 2400
+    assert streams[:2400] == list(range(1, 2401))
+    assert sorted(streams) == list(range(3001))
+    text = streamed(path)
+    assert text == in_memory(path)
+    doc = json.loads(text)
+    assert [c["stream"] for c in doc["tcp"]] == list(range(3001))
+    assert CLOSED_LINGER_NS == 60 * 10**9
+
+
+def test_reused_four_tuples_hand_the_old_connection_out_at_once(tmp_path: Path) -> None:
+    path = many_connections(tmp_path, 200, gap_s=0.001)  # all within the linger: only reuse frees
+    order: list[int] = []
+    from analyzers.analysis import analyze_records
+    from analyzers.pcapfile import CaptureReader
+
+    with CaptureReader.open(path) as reader:
+        analyze_records(reader, AnalysisOptions(on_tcp_done=lambda c: order.append(c.stream),
+                                                on_udp_done=lambda c: None))
+    # connection i (stream i + 1) shares its 4-tuple with connection i + 50: out when that one starts
+    assert order[:150] == list(range(1, 151))
+    assert streamed(path) == in_memory(path)
+
+
+def test_a_packet_for_a_connection_already_handed_out_is_a_new_stream_and_a_warning(tmp_path: Path) -> None:
+    """The one place where streaming differs from Wireshark: a 4-tuple that comes back after the
+    tracker let it go (UDP silent for ten minutes; TCP closed a minute ago) -- said in a warning,
+    and decided by the packets' times alone, not by when the tracker last looked at its clock."""
+    t = 1_700_000_000 * 10**9
+    c, s = ("127.0.0.1", 41000), ("127.0.0.1", 7)
+    frames = [Frame(t, ethernet(udp_packet(c[0], c[1], s[0], s[1], b"a"))),
+              Frame(t + 601 * 10**9, ethernet(udp_packet(c[0], c[1], s[0], s[1], b"b"))),
+              Frame(t + 602 * 10**9, ethernet(tcp_packet(c[0], 5555, s[0], 80, 10, 0, "R")))]
+    frames += [Frame(t + 610 * 10**9 + k, ethernet(udp_packet("127.0.0.2", 9, "127.0.0.2", 9, b"x")))
+               for k in range(4096)]
+    frames.append(Frame(t + 663 * 10**9, ethernet(tcp_packet(c[0], 5555, s[0], 80, 10, 0, "R"))))
+    path = tmp_path / "late.pcap"
+    path.write_bytes(pcap_file(frames))
+    doc = json.loads(streamed(path))
+    ref = json.loads(in_memory(path))
+    assert [u["packets"]["client"] for u in ref["udp"]] == [2, 4096]
+    assert [t["stream"] for t in ref["tcp"]] == [0]
+    assert len(doc["tcp"]) == 2 and len(doc["udp"]) == 3
+    assert any(w.startswith("1 TCP stream(s) began with a packet of a 4-tuple") and "1 (was 0)" in w
+               for w in doc["warnings"]), doc["warnings"]
+    assert any(w.startswith("1 UDP stream(s)") and "1 (was 0)" in w for w in doc["warnings"]), doc["warnings"]
+    assert sharded(path, 2) == sharded(path, 3) == streamed(path)
+
+
+def test_an_open_connection_silent_past_the_idle_limit_is_ended_even_on_the_fast_path(tmp_path: Path) -> None:
+    t = 1_700_000_000 * 10**9
+    c, s = ("127.0.0.1", 41001), ("127.0.0.1", 22)
+
+    def seg(fwd: bool, seq: int, ack: int, flags: str, at_s: float, data: bytes = b"") -> Frame:
+        a, b = (c, s) if fwd else (s, c)
+        return Frame(t + int(at_s * 1e9), ethernet(tcp_packet(a[0], a[1], b[0], b[1], seq, ack, flags, payload=data)))
+
+    frames = [seg(True, 100, 0, "S", 0), seg(False, 500, 101, "SA", 0.001), seg(True, 101, 501, "A", 0.002),
+              seg(True, 101, 501, "PA", 1, b"ls\n"), seg(False, 501, 104, "PA", 1.01, b"a b c\n"),
+              seg(True, 104, 507, "A", 1.02),
+              seg(True, 104, 507, "PA", 700, b"exit\n")]  # 11 minutes later: same connection for tshark
+    path = tmp_path / "idle.pcap"
+    path.write_bytes(pcap_file(frames))
+    ref = json.loads(in_memory(path))
+    doc = json.loads(streamed(path))
+    assert len(ref["tcp"]) == 1 and ref["tcp"][0]["payload"]["client"]["bytes"] == 8
+    assert [c["payload"]["client"]["bytes"] for c in doc["tcp"]] == [3, 5]
+    assert any(w.startswith("1 TCP stream(s) began") for w in doc["warnings"])
+    assert sharded(path, 2) == streamed(path)
+
+
+def test_past_the_lingering_cap_the_oldest_closed_connections_go_early(tmp_path: Path) -> None:
+    """A capture closing thousands of connections a second must not keep them all for the linger:
+    past MAX_LINGERING the oldest closed ones are handed out at the next look at the clock."""
+    from analyzers.pcapfile import CaptureReader
+    from analyzers.tcp import TcpTracker
+
+    path = many_connections(tmp_path, 400, gap_s=0.001)  # 400 closes within half a second
+    from analyzers.decode import Decoder, TcpSegment
+
+    out: list[int] = []
+    tracker = TcpTracker(on_done=lambda c: out.append(c.stream))
+    tracker.max_lingering = 16
+    dec = Decoder()
+    peak = 0
+    with CaptureReader.open(path) as reader:
+        for i, rec in enumerate(reader):
+            x = dec.decode(rec.frame, rec.ts_ns, rec.linktype, rec.data, rec.wirelen)
+            if isinstance(x, TcpSegment):
+                tracker.feed(x)
+            if i % 100 == 99:
+                tracker.expire(rec.ts_ns)
+                peak = max(peak, len(tracker._live))
+    tracker.finish()
+    assert sorted(out) == list(range(401))
+    assert peak <= 16 + 2 + 100 // 9 + 1  # the cap, the long connection, what closed since the last look
+    assert tracker.late_count == 0  # nothing came back for them
+
+
+def test_analyze_json_streams_one_file_and_prints_the_in_memory_document(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = many_connections(tmp_path, 300, gap_s=1.0)
+    done = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "--json", "--no-peers", "-q", str(path)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == in_memory(path)
+
+
+def sharded(path: Path, jobs: int, options: AnalysisOptions | None = None) -> str:
+    from analyzers.shardstream import analyze_file_to_json_sharded
+
+    out = io.StringIO()
+    analyze_file_to_json_sharded(path, out, options, jobs=jobs)
+    return out.getvalue()
+
+
+def test_sharded_streaming_writes_the_single_process_document_on_every_real_capture() -> None:
+    checked = 0
+    for i, p in enumerate(real_captures()):
+        try:
+            want = in_memory(p)
+        except LoopcapError:
+            with pytest.raises(LoopcapError):
+                sharded(p, 2)
+            continue
+        assert sharded(p, 2 + i % 2) == want, p
+        checked += 1
+    assert checked >= 34
+
+
+def test_sharded_streaming_numbers_reused_and_late_four_tuples_like_one_process(tmp_path: Path) -> None:
+    path = many_connections(tmp_path, 600, gap_s=0.5)
+    want = streamed(path)
+    for jobs in (2, 3, 5):
+        assert sharded(path, jobs) == want
