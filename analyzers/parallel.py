@@ -217,12 +217,22 @@ class TaskResult:
     error: tuple[type[LoopcapError], str, dict[str, Any]] | None = None
 
     def raise_error(self) -> None:
-        if self.error is not None:
-            cls, message, attrs = self.error
-            exc = cls.__new__(cls)
-            Exception.__init__(exc, message)
-            exc.__dict__.update(attrs)
-            raise exc
+        raise_carried(self.error)
+
+
+def carry(err: LoopcapError) -> tuple[type[LoopcapError], str, dict[str, Any]]:
+    """A LoopcapError as plain data that crosses a process boundary (see :func:`raise_carried`)."""
+    return type(err), str(err.args[0]) if err.args else err.message, dict(err.__dict__)
+
+
+def raise_carried(error: tuple[type[LoopcapError], str, dict[str, Any]] | None) -> None:
+    """Raise again, in this process, an error a worker carried over with :func:`carry` (None: no error)."""
+    if error is not None:
+        cls, message, attrs = error
+        exc = cls.__new__(cls)
+        Exception.__init__(exc, message)
+        exc.__dict__.update(attrs)
+        raise exc
 
 
 def can_cross_processes(options: AnalysisOptions | None) -> bool:
@@ -265,7 +275,7 @@ def run_task(task: Task, options: AnalysisOptions | None = None) -> TaskResult:
             return TaskResult(task, doc=analyze_file(task.path, options).to_dict())
         return _run_shard(task, options or AnalysisOptions())
     except LoopcapError as err:
-        return TaskResult(task, error=(type(err), str(err.args[0]) if err.args else err.message, dict(err.__dict__)))
+        return TaskResult(task, error=carry(err))
 
 
 def _run_shard(task: Task, opts: AnalysisOptions) -> TaskResult:

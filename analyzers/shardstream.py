@@ -25,7 +25,7 @@ from typing import IO, Any
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_records, tcp_summary_warnings
 from analyzers.errors import LoopcapError
 from analyzers.jsonout import EncodedItems, dumps_value, write_document
-from analyzers.parallel import _raw_shard, flow_shard
+from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
 from analyzers.pcapfile import CaptureReader
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection
@@ -98,7 +98,7 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
             res.read_warnings = list(reader.warnings)
             res.bytes_read = reader.offset
     except LoopcapError as err:
-        out.error = (type(err), str(err), dict(err.__dict__))
+        out.error = carry(err)
         return out
     finally:
         f.close()
@@ -151,12 +151,7 @@ def analyze_file_to_json_sharded(path: str | os.PathLike[str], out: IO[str], opt
                        for k in range(jobs)]
             spools = [fut.result() for fut in futures]
         for s in spools:
-            if s.error is not None:
-                cls, message, attrs = s.error
-                exc = cls.__new__(cls)
-                Exception.__init__(exc, message)
-                exc.__dict__.update(attrs)
-                raise exc
+            raise_carried(s.error)
         base = spools[0].base
         assert base is not None
         number = {kind: array("q", sorted(f for s in spools for f in s.created[kind])) for kind in ("tcp", "udp")}
