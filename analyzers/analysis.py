@@ -287,9 +287,10 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
     :meth:`TcpConnection.add_steady` without building a segment object.  Every other packet takes
     exactly the path of :func:`_loop`; results are identical (pinned by tests/test_fast_path.py).
 
-    With ``shard`` only that shard's flows are analyzed (the raw owner test settles clean TCP/UDP
-    packets before decoding; every other packet is decoded and kept by its flow's owner), and only
-    shard 0 counts what belongs to no flow (malformed, ICMP errors, other frames)."""
+    With ``shard`` only that shard's flows are analyzed (the fast path's packets by their ports and
+    addresses as soon as those are read, the other clean TCP/UDP packets by the raw owner test before
+    decoding; every other packet is decoded and kept by its flow's owner), and only shard 0 counts
+    what belongs to no flow (malformed, ICMP errors, other frames)."""
     k, shards, raw_owner, flow_owner = shard if shard is not None else (0, 1, None, None)
     by_key = tcp._by_key
     idle = tcp.idle_limit_ns  # streaming: a connection silent longer takes the full path (to end it)
@@ -308,13 +309,6 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
         if streaming and not n % EXPIRE_EVERY:
             tcp.expire(ts)
             udp.expire(ts)
-        if raw_owner is not None:
-            o = raw_owner(linktype, data, shards)
-            if o != k:
-                if o < 0:
-                    assert flow_owner is not None
-                    _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
-                continue
         if linktype == 1 and len(data) >= 54:
             if data[12] == 8 and data[13] == 0 and data[14] == 0x45 and data[23] == 6 and not (
                     data[20] & 0x3F or data[21]):  # IPv4, 20-byte header, TCP, not a fragment
@@ -324,6 +318,9 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                 end = 14 + (total if total < avail else avail)
                 if total >= 40 and 20 <= hlen <= total - 20 and 34 + hlen <= end:
                     sport, dport, seq, ack, offflags, window = unpack_tcp(data, 34)
+                    if shards > 1 and (((sport ^ dport ^ data[29] ^ data[33]) * 2654435761 & 0xFFFFFFFF) >> 16
+                                       ) % shards != k:
+                        continue  # another shard's flow (parallel.flow_shard, inlined)
                     flags = offflags & 0x1FF
                     src = data[26:30]
                     dst = data[30:34]
@@ -347,6 +344,9 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                 hlen = (data[66] >> 4) * 4
                 if plen and 20 <= hlen <= plen and 54 + hlen <= end:
                     sport, dport, seq, ack, offflags, window = unpack_tcp(data, 54)
+                    if shards > 1 and (((sport ^ dport ^ data[37] ^ data[53]) * 2654435761 & 0xFFFFFFFF) >> 16
+                                       ) % shards != k:
+                        continue  # another shard's flow (parallel.flow_shard, inlined)
                     flags = offflags & 0x1FF
                     src = data[22:38]
                     dst = data[38:54]
@@ -362,6 +362,13 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                     feed_tcp(TcpSegment(frame, ts, 6, src, dst, sport, dport, seq, ack, flags, window,
                                         data[74:54 + hlen], payload, paylen, 40 + plen))
                     continue
+        if raw_owner is not None:
+            o = raw_owner(linktype, data, shards)
+            if o != k:
+                if o < 0:
+                    assert flow_owner is not None
+                    _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
+                continue
         x = decode(frame, ts, linktype, data, wirelen)
         cls = x.__class__
         if cls is TcpSegment:

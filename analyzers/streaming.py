@@ -14,14 +14,18 @@ silence for UDP); tests/test_streaming.py pins that on every capture the project
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import IO, Any
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_records, tcp_summary_warnings
+from analyzers.errors import LoopcapError
 from analyzers.jsonout import EncodedItems, dumps_value, write_document
+from analyzers.parallel import carry, raise_carried
 from analyzers.pcapfile import CaptureReader
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection
@@ -71,7 +75,7 @@ class OrderedSpool:
 
 
 def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: AnalysisOptions | None = None,
-                         *, progress: Any = None) -> Analysis:
+                         *, progress: Any = None, one_line: bool = False) -> Analysis:
     """Analyze ``path`` streaming (bounded memory) and write its ``loopcap/1`` document to ``out``.
 
     Observers (the peers' views) and kept payloads need every connection until the end: they are
@@ -114,8 +118,49 @@ def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: An
         if progress is not None:
             progress.advance_file(reader.size or 0, res.packets)
         res.streamed_warnings = [w for _, ws in sorted(warned, key=lambda x: x[0]) for w in ws]
-        write_document(res.to_dict(tcp=tcp_spool.items(), udp=udp_spool.items()), out)  # type: ignore[arg-type]
+        write_document(res.to_dict(tcp=tcp_spool.items(), udp=udp_spool.items()),  # type: ignore[arg-type]
+                       out, one_line=one_line)
     finally:
         tcp_spool.close()
         udp_spool.close()
     return res
+
+
+def _json_line_task(path: str, options: AnalysisOptions, out_path: str
+                    ) -> tuple[tuple[type[LoopcapError], str, dict[str, Any]] | None, int]:
+    """Worker: one file's document, on one line, into ``out_path``; (carried error, packets)."""
+    try:
+        with open(out_path, "w", encoding="utf-8") as f:
+            return None, analyze_file_to_json(path, f, options, one_line=True).packets
+    except LoopcapError as err:
+        return carry(err), 0
+
+
+def write_json_lines(paths: list[str], out: IO[str], options: AnalysisOptions | None = None, *, jobs: int = 1,
+                     progress: Any = None) -> None:
+    """The documents of ``paths``, one line each in the order given (JSON Lines), each file streamed
+    in bounded memory, ``jobs`` files at a time: the workers write the JSON text themselves (to spool
+    files) and this process only copies it out, so that it does not become the bottleneck."""
+    opts = options or AnalysisOptions()
+    if jobs <= 1 or len(paths) < 2:
+        for p in paths:
+            size = os.path.getsize(p) if os.path.isfile(p) else 0
+            res = analyze_file_to_json(p, out, opts, one_line=True)
+            if progress is not None:
+                progress.advance_file(size, res.packets)
+        return
+    tmp = tempfile.mkdtemp(prefix="loopcap-lines-")
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
+            spools = [os.path.join(tmp, f"{i}.json") for i in range(len(paths))]
+            futures = [pool.submit(_json_line_task, p, opts, sp) for p, sp in zip(paths, spools, strict=True)]
+            for p, sp, fut in zip(paths, spools, futures, strict=True):
+                err, packets = fut.result()
+                raise_carried(err)
+                with open(sp, encoding="utf-8") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+                os.unlink(sp)
+                if progress is not None:
+                    progress.advance_file(os.path.getsize(p) if os.path.isfile(p) else 0, packets)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

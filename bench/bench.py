@@ -448,12 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     # -- multi-core and Dask on a set of files ------------------------------------------------------
     multi: dict[str, Any] = {"files": a.files, "jobs": jobs}
     pstr = [str(p) for p in parts]
-    one = bench_row(f"loopcap analyze_many, {a.files} files, 1 process",
-                    [PY, str(HERE / "benchtools.py"), "loopcap-many", "1", str(1 << 62), *pstr], parts[0],
-                    keep=out / "many1.out", ratio_to=pcap.name)
-    many = bench_row(f"loopcap analyze_many, {a.files} files, {jobs} processes",
-                     [PY, str(HERE / "benchtools.py"), "loopcap-many", str(jobs), str(1 << 62), *pstr], parts[0],
-                     keep=out / "manyN.out", ratio_to=pcap.name)
+    # what a user runs on a set of files: JSON Lines, each file streamed (by the workers, in parallel)
+    one = bench_row(f"loopcap analyze --json --no-peers, {a.files} files, 1 process",
+                    [*loopcap_cli, *no_peers, "-j", "1", *pstr], parts[0], ratio_to=pcap.name)
+    many = bench_row(f"loopcap analyze --json --no-peers, {a.files} files, {jobs} processes",
+                     [*loopcap_cli, *no_peers, "-j", str(jobs), *pstr], parts[0], ratio_to=pcap.name)
     if one.seconds and many.seconds:
         multi["speedup_files"] = round(one.median / many.median, 2)
     if lc_one.seconds and lc_plain.seconds and lc_one is not lc_plain:

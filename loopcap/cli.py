@@ -162,6 +162,14 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     try:
         opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
         shards = _stream_shards(paths, fmt, peers, engine, jobs, (stream, udp_stream, port, host))
+        if shards < 0:
+            # several files, JSON Lines, no peers' views: each streamed, -shards at a time
+            from analyzers.streaming import write_json_lines
+
+            with bar:
+                write_json_lines(paths, sys.stdout, opts, jobs=-shards, progress=bar)
+            sys.stdout.flush()
+            return
         if shards:
             # one file, JSON, no peers' views: streamed in bounded memory (on every core when the file
             # is large), the same document
@@ -208,13 +216,16 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
 
 def _stream_shards(paths: list[str], fmt: str, peers: bool, engine: str, jobs: int | None,
                    filters: tuple[object, ...]) -> int:
-    """How many processes ``analyze`` streams with (see analyzers.streaming and .shardstream), or 0
-    when it cannot: what it writes must be one JSON document of the core analysis of one file."""
+    """How ``analyze`` streams (see analyzers.streaming and .shardstream): N > 0 processes for one
+    file, -N for several files N at a time (JSON Lines), 0 when it cannot: what it writes must be
+    JSON of the core analysis (no peers' views, no filters) computed on this machine."""
     from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
 
-    if fmt != "json" or len(paths) != 1 or peers or engine != "local" or any(f is not None for f in filters):
+    if fmt != "json" or peers or engine != "local" or any(f is not None for f in filters):
         return 0
     j = default_jobs() if jobs is None else jobs
+    if len(paths) > 1:
+        return -j
     if j == 1 or not os.path.isfile(paths[0]) or os.path.getsize(paths[0]) < DEFAULT_SPLIT_BYTES:
         return 1
     return j

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analyzers.jsonout import document_text, json_line, write_document
+from analyzers.jsonout import EncodedItems, document_text, iter_document, json_line, write_document
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -25,6 +25,12 @@ def test_the_readable_layout_parses_back_to_the_same_document(doc: dict[str, obj
     assert json.loads(text) == doc
     assert text.endswith("\n")
     assert json.loads(json_line(doc)) == doc and json_line(doc).count("\n") == 1
+    one = io.StringIO()
+    write_document(doc, one, one_line=True, batch=3)
+    assert one.getvalue() == json_line(doc)
+    lazy = {k: EncodedItems(len(v), (json_line(x)[:-1] for x in v)) if isinstance(v, list) else v
+            for k, v in doc.items()}
+    assert "".join(iter_document(lazy)) == text and "".join(iter_document(lazy, one_line=True)) != ""
 
 
 def test_each_connection_is_one_line_and_each_top_level_key_starts_a_line() -> None:

@@ -253,3 +253,43 @@ def test_sharded_streaming_numbers_reused_and_late_four_tuples_like_one_process(
     want = streamed(path)
     for jobs in (2, 3, 5):
         assert sharded(path, jobs) == want
+
+
+def test_a_file_that_breaks_in_a_worker_is_the_same_clear_error_with_its_hint(tmp_path: Path) -> None:
+    from analyzers.errors import CaptureFormatError
+    from analyzers.parallel import carry, raise_carried
+
+    err = CaptureFormatError("no such file", path="x.pcap", hint="Check the path.")
+    with pytest.raises(CaptureFormatError) as got:
+        raise_carried(carry(err))
+    assert str(got.value) == str(err) and got.value.hint == "Check the path."
+    bad = tmp_path / "not.pcap"
+    bad.write_bytes(b"hello, this is not a capture at all")
+    with pytest.raises(CaptureFormatError) as direct:
+        streamed(bad)
+    with pytest.raises(CaptureFormatError) as via_shards:
+        sharded(bad, 2)
+    assert str(via_shards.value) == str(direct.value)
+
+
+def test_several_files_are_json_lines_streamed_by_workers_in_the_order_given(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import fixture_pcaps
+
+    from analyzers.jsonout import json_line
+
+    paths = [str(p) for p in fixture_pcaps()[:5]] + [str(many_connections(tmp_path, 300, gap_s=1.0))]
+    want = "".join(json_line(analyze_file(p).to_dict()) for p in paths)
+    for jobs in ("1", "2", "3"):
+        done = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "--json", "--no-peers", "-q", "-j", jobs,
+                               *paths], capture_output=True, text=True, check=True)
+        assert done.stdout == want, jobs
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a capture, not at all")
+    done = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "--json", "--no-peers", "-q", "-j", "2",
+                           paths[0], str(bad), paths[1]], capture_output=True, text=True)
+    assert done.returncode == 2 and "not a pcap or pcapng capture" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout == json_line(analyze_file(paths[0]).to_dict())
