@@ -293,3 +293,22 @@ def test_several_files_are_json_lines_streamed_by_workers_in_the_order_given(tmp
     assert done.returncode == 2 and "not a pcap or pcapng capture" in done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout == json_line(analyze_file(paths[0]).to_dict())
+
+
+def test_a_large_capture_with_the_peers_views_says_that_no_peers_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from conftest import fixture_pcaps
+
+    from loopcap import cli
+
+    p = str(fixture_pcaps()[0])
+    monkeypatch.setattr(cli, "BIG_CAPTURE_BYTES", 1000)
+    runner = CliRunner()
+    noisy = runner.invoke(cli.cli, ["analyze", "--json", p])
+    assert noisy.exit_code == 0 and "--no-peers streams the same analysis" in noisy.stderr
+    for args in (["--json", "--no-peers"], ["--json", "-q"]):
+        quiet = runner.invoke(cli.cli, ["analyze", *args, p])
+        assert quiet.exit_code == 0 and "--no-peers streams" not in quiet.stderr
+    monkeypatch.setattr(cli, "BIG_CAPTURE_BYTES", 1 << 40)
+    small = runner.invoke(cli.cli, ["analyze", "--json", p])
+    assert "--no-peers streams" not in small.stderr
