@@ -28,9 +28,12 @@ def test_the_readable_layout_parses_back_to_the_same_document(doc: dict[str, obj
     one = io.StringIO()
     write_document(doc, one, one_line=True, batch=3)
     assert one.getvalue() == json_line(doc)
-    lazy = {k: EncodedItems(len(v), (json_line(x)[:-1] for x in v)) if isinstance(v, list) else v
-            for k, v in doc.items()}
-    assert "".join(iter_document(lazy)) == text and "".join(iter_document(lazy, one_line=True)) != ""
+    def lazy() -> dict[str, object]:  # top-level lists as already-encoded items, as a streamed analysis gives
+        return {k: EncodedItems(len(v), (json_line(x)[:-1] for x in v)) if isinstance(v, list) else v
+                for k, v in doc.items()}
+
+    assert "".join(iter_document(lazy())) == text
+    assert "".join(iter_document(lazy(), one_line=True)) == json_line(doc)
 
 
 def test_each_connection_is_one_line_and_each_top_level_key_starts_a_line() -> None:
