@@ -274,7 +274,11 @@ def test_udp_server_keeps_answering_through_garbage_and_vanished_clients() -> No
         server.stop()
     part, error = close_server(server, bound=5)
     assert error is None and part is not None
-    assert len(part.udp) >= 54
+    # every datagram was recorded: 3 + 50 + the client's. Counted per datagram, not per conversation:
+    # two of the 54 short-lived sockets can get the same ephemeral port (a birthday collision in the
+    # ~28k-port range, ~5% of runs), which makes them one conversation
+    received = sum(1 for conv in part.udp for d in conv.datagrams if d.sender == "client")
+    assert received >= 54, received
 
 
 def test_udp_server_stops_recording_a_flood(monkeypatch: pytest.MonkeyPatch) -> None:
