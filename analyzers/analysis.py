@@ -424,13 +424,25 @@ def _other(x: object, res: Analysis, tcp: TcpTracker, udp: UdpTracker, k: int = 
         udp.feed_quoted(q)
 
 
-def analyze_file(path: str | os.PathLike[str], options: AnalysisOptions | None = None) -> Analysis:
+def analyze_file(path: str | os.PathLike[str], options: AnalysisOptions | None = None, *,
+                 progress: Any = None) -> Analysis:
     """Analyze a pcap/pcapng file.  Raises :class:`~analyzers.errors.CaptureFormatError` when the file
-    cannot be read as a capture; damage after the header becomes warnings."""
-    with CaptureReader.open(path) as reader:
-        res = analyze_records(reader, options, file=os.fspath(path))
+    cannot be read as a capture; damage after the header becomes warnings.  ``progress`` (see
+    :mod:`analyzers.progress`) follows the bytes read, record by record."""
+    name = os.fspath(path)
+    with CaptureReader.open(name) as reader:
+        size = reader.size or 0
+        records: Iterable[PacketRecord] = reader
+        if progress is not None:
+            from analyzers.progress import track_records
+
+            progress.start_file(name, size)
+            records = track_records(reader, reader._f.tell, progress)  # tell(): the buffered read position
+        res = analyze_records(records, options, file=name)
         res.file_format = reader.file_format
         res.linktypes = reader.linktypes
         res.read_warnings = list(reader.warnings)
         res.bytes_read = reader.offset
+    if progress is not None:
+        progress.advance_file(size, res.packets)
     return res

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Protocol
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_records
-from analyzers.pcapfile import CaptureReader, PacketRecord
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file
+from analyzers.pcapfile import PacketRecord
 
 #: records between two updates of the bar (a ``tell()`` and a redraw request each time)
 EVERY = 8192
@@ -169,15 +169,4 @@ def track_records(records: Iterable[PacketRecord], tell: Callable[[], int], prog
 def analyze_file_with_progress(path: str | os.PathLike[str], options: AnalysisOptions | None,
                                progress: Progress) -> Analysis:
     """:func:`analyzers.analysis.analyze_file` with a progress display (same result)."""
-    name = os.fspath(path)
-    with CaptureReader.open(name) as reader:
-        f = reader._f  # the reader's own buffered file: tell() is its read position
-        size = reader.size or 0
-        progress.start_file(name, size)
-        res = analyze_records(track_records(reader, f.tell, progress), options, file=name)
-        res.file_format = reader.file_format
-        res.linktypes = reader.linktypes
-        res.read_warnings = list(reader.warnings)
-        res.bytes_read = reader.offset
-    progress.advance_file(size, res.packets)
-    return res
+    return analyze_file(path, options, progress=progress)

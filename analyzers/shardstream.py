@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_records, tcp_summary_warnings
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
 from analyzers.errors import LoopcapError
 from analyzers.jsonout import EncodedItems, dumps_value, write_document
 from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
@@ -91,12 +91,7 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     opts = replace(options, on_tcp_done=tcp_done, on_udp_done=udp_done,
                    shard=(shard, shards, _raw_shard, flow_shard), created=out.created)
     try:
-        with CaptureReader.open(path) as reader:
-            res = analyze_records(reader, opts, file=path)
-            res.file_format = reader.file_format
-            res.linktypes = reader.linktypes
-            res.read_warnings = list(reader.warnings)
-            res.bytes_read = reader.offset
+        res = analyze_file(path, opts)
     except LoopcapError as err:
         out.error = carry(err)
         return out

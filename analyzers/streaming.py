@@ -22,11 +22,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import IO, Any
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_records, tcp_summary_warnings
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
 from analyzers.errors import LoopcapError
 from analyzers.jsonout import EncodedItems, dumps_value, write_document
 from analyzers.parallel import carry, raise_carried
-from analyzers.pcapfile import CaptureReader
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection
 from analyzers.udp import UdpConversation
@@ -103,20 +102,7 @@ def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: An
     opts = replace(opts, on_tcp_done=tcp_done, on_udp_done=udp_done)
     name = os.fspath(path)
     try:
-        with CaptureReader.open(name) as reader:
-            records: Any = reader
-            if progress is not None:
-                from analyzers.progress import track_records
-
-                progress.start_file(name, reader.size or 0)
-                records = track_records(reader, reader._f.tell, progress)
-            res = analyze_records(records, opts, file=name)
-            res.file_format = reader.file_format
-            res.linktypes = reader.linktypes
-            res.read_warnings = list(reader.warnings)
-            res.bytes_read = reader.offset
-        if progress is not None:
-            progress.advance_file(reader.size or 0, res.packets)
+        res = analyze_file(name, opts, progress=progress)
         res.streamed_warnings = [w for _, ws in sorted(warned, key=lambda x: x[0]) for w in ws]
         write_document(res.to_dict(tcp=tcp_spool.items(), udp=udp_spool.items()),  # type: ignore[arg-type]
                        out, one_line=one_line)
