@@ -42,18 +42,15 @@ from __future__ import annotations
 
 import os
 import pickle
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from analyzers.analysis import MAX_MALFORMED_LISTED, Analysis, AnalysisOptions, analyze_file, gc_paused
-from analyzers.decode import FRAGMENT, Decoder, IcmpError, Malformed, TcpSegment, UdpDatagram
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, gc_paused
 from analyzers.errors import LoopcapError, UsageError
-from analyzers.pcapfile import CaptureReader
-from analyzers.tcp import TcpTracker
-from analyzers.udp import UdpTracker
 
 if TYPE_CHECKING:
     from analyzers.progress import Progress
@@ -279,99 +276,23 @@ def run_task(task: Task, options: AnalysisOptions | None = None) -> TaskResult:
 
 
 def _run_shard(task: Task, opts: AnalysisOptions) -> TaskResult:
-    """Mirror of :func:`analyzers.analysis.analyze_records`, tracking only this shard's flows."""
+    """:func:`analyzers.analysis.analyze_file` tracking only this shard's flows (the analysis loop's
+    ``shard`` option), with the creation frame of every conversation it numbered."""
     if not can_cross_processes(opts):
         raise ValueError("a sharded task cannot run observers, a keep_payload callable or a custom decoder")
-    shard, shards = task.shard, task.shards
-    main = shard == 0
-    out = TaskResult(task)
-    decoder = Decoder()
-    tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports)
-    udp = UdpTracker(keep_payload=opts.keep_payload)
-    conns = tcp.connections
-    convs = udp.conversations
-    tcp_created = out.tcp_created
-    udp_created = out.udp_created
-    res = Analysis(task.path)
-    malformed = res.malformed
-    decode = decoder.decode
-    n = 0
-    first_ts: int | None = None
-    ts = 0
-    with CaptureReader.open(task.path) as reader, gc_paused():
-        for rec in reader:
-            n += 1
-            ts = rec.ts_ns
-            if first_ts is None:
-                first_ts = ts
-            data = rec.data
-            owner = _raw_shard(rec.linktype, data, shards)
-            if owner >= 0 and owner != shard:
-                continue
-            frame = rec.frame
-            x = decode(frame, ts, rec.linktype, data, rec.wirelen)
-            cls = x.__class__
-            if cls is TcpSegment:
-                if owner < 0 and flow_shard(x.src, x.sport, x.dst, x.dport, shards) != shard:  # type: ignore[union-attr]
-                    continue
-                k = len(conns)
-                tcp.feed(x)  # type: ignore[arg-type]
-                if len(conns) != k:
-                    tcp_created.append(frame)
-            elif cls is UdpDatagram:
-                if owner < 0 and flow_shard(x.src, x.sport, x.dst, x.dport, shards) != shard:  # type: ignore[union-attr]
-                    continue
-                k = len(convs)
-                udp.feed(x)  # type: ignore[arg-type]
-                if len(convs) != k:
-                    udp_created.append(frame)
-            elif cls is Malformed or cls is IcmpError:
-                if cls is Malformed:
-                    assert isinstance(x, Malformed)
-                    if main:
-                        res.malformed_count += 1
-                        if len(malformed) < MAX_MALFORMED_LISTED:
-                            malformed.append(x)
-                    q = x.partial
-                else:
-                    assert isinstance(x, IcmpError)
-                    if main and len(res.icmp_errors) < 10_000:
-                        res.icmp_errors.append(x)
-                    q = x.quoted
-                if q is not None and flow_shard(q.src, q.sport, q.dst, q.dport, shards) == shard:
-                    if isinstance(q, TcpSegment):
-                        k = len(conns)
-                        tcp.feed_quoted(q)
-                        if len(conns) != k:
-                            tcp_created.append(frame)
-                    else:
-                        k = len(convs)
-                        udp.feed_quoted(q)
-                        if len(convs) != k:
-                            udp_created.append(frame)
-            elif x is not FRAGMENT and main:
-                res.other_frames += 1
-        if main:
-            res.packets = n
-            res.first_ts = first_ts
-            res.last_ts = ts if n else None
-            res.fragments_pending = sum(len(fs.frames) for fs in decoder.reassembler._sets.values())
-            res.unknown_linktypes = dict(decoder.unknown_linktypes)
-            res.file_format = reader.file_format
-            res.linktypes = reader.linktypes
-            res.read_warnings = list(reader.warnings)
-            res.bytes_read = reader.offset
-            out.base = res
-    created = {id(c): f for c, f in zip(conns, tcp_created, strict=True)}
+    created: dict[str, array[int]] = {"tcp": array("q"), "udp": array("q")}
     with gc_paused():
-        res.tcp = tcp.finish()
-        res.udp = udp.finish()
-    out.tcp = [(created[id(c)], s) for c, s in zip(res.tcp, res.tcp_summaries, strict=True)]
-    created = {id(c): f for c, f in zip(convs, udp_created, strict=True)}
-    out.udp = [(created[id(c)], s) for c, s in zip(res.udp, res.udp_summaries, strict=True)]
-    # the base travels without connections or summaries (connections hold hash states)
-    res.tcp, res.udp = [], []
-    res._tcp_summaries = res._udp_summaries = None
+        res = analyze_file(task.path, replace(opts, shard=(task.shard, task.shards, _raw_shard, flow_shard),
+                                              created=created))
+        # a conversation's local stream number is its index in the creation list
+        tcp = [(created["tcp"][c.stream], s) for c, s in zip(res.tcp, res.tcp_summaries, strict=True)]
+        udp = [(created["udp"][u.stream], s) for u, s in zip(res.udp, res.udp_summaries, strict=True)]
+    out = TaskResult(task, tcp=tcp, udp=udp, tcp_created=list(created["tcp"]), udp_created=list(created["udp"]))
+    if task.shard == 0:
+        # the base travels without connections or summaries (connections hold hash states)
+        res.tcp, res.udp = [], []
+        res._tcp_summaries = res._udp_summaries = None
+        out.base = res
     return out
 
 
