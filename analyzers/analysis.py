@@ -310,6 +310,7 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
             tcp.expire(ts)
             udp.expire(ts)
         if linktype == 1 and len(data) >= 54:
+            l4 = 0  # where a TCP header starts whose IP layer the fast path takes
             if data[12] == 8 and data[13] == 0 and data[14] == 0x45 and data[23] == 6 and not (
                     data[20] & 0x3F or data[21]):  # IPv4, 20-byte header, TCP, not a fragment
                 total = (data[16] << 8) | data[17]
@@ -317,25 +318,7 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                 hlen = (data[46] >> 4) * 4
                 end = 14 + (total if total < avail else avail)
                 if total >= 40 and 20 <= hlen <= total - 20 and 34 + hlen <= end:
-                    sport, dport, seq, ack, offflags, window = unpack_tcp(data, 34)
-                    if shards > 1 and (((sport ^ dport ^ data[29] ^ data[33]) * 2654435761 & 0xFFFFFFFF) >> 16
-                                       ) % shards != k:
-                        continue  # another shard's flow (parallel.flow_shard, inlined)
-                    flags = offflags & 0x1FF
-                    src = data[26:30]
-                    dst = data[30:34]
-                    payload = data[34 + hlen:end]
-                    paylen = total - 20 - hlen
-                    if flags in (0x10, 0x18) and len(payload) == paylen:  # ACK, ACK+PSH
-                        a = (src, sport)
-                        b = (dst, dport)
-                        conn = by_key.get((a, b) if a <= b else (b, a))
-                        if conn is not None and conn.steady and ts - conn.last_ts <= idle and conn.add_steady(
-                                0 if a == conn.ep[0] else 1, frame, ts, seq, total, payload):
-                            continue
-                    feed_tcp(TcpSegment(frame, ts, 4, src, dst, sport, dport, seq, ack, flags, window,
-                                        data[54:34 + hlen], payload, paylen, total))
-                    continue
+                    l4, version, ip_bytes, src, dst = 34, 4, total, data[26:30], data[30:34]
             elif data[12] == 0x86 and data[13] == 0xDD and len(data) >= 74 and data[14] >> 4 == 6 and data[20] == 6:
                 plen = (data[18] << 8) | data[19]  # IPv6 whose next header is TCP
                 end = 54 + plen
@@ -343,25 +326,24 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                     end = len(data)
                 hlen = (data[66] >> 4) * 4
                 if plen and 20 <= hlen <= plen and 54 + hlen <= end:
-                    sport, dport, seq, ack, offflags, window = unpack_tcp(data, 54)
-                    if shards > 1 and (((sport ^ dport ^ data[37] ^ data[53]) * 2654435761 & 0xFFFFFFFF) >> 16
-                                       ) % shards != k:
-                        continue  # another shard's flow (parallel.flow_shard, inlined)
-                    flags = offflags & 0x1FF
-                    src = data[22:38]
-                    dst = data[38:54]
-                    payload = data[54 + hlen:end]
-                    paylen = plen - hlen
-                    if flags in (0x10, 0x18) and len(payload) == paylen:  # ACK, ACK+PSH
-                        a = (src, sport)
-                        b = (dst, dport)
-                        conn = by_key.get((a, b) if a <= b else (b, a))
-                        if conn is not None and conn.steady and ts - conn.last_ts <= idle and conn.add_steady(
-                                0 if a == conn.ep[0] else 1, frame, ts, seq, 40 + plen, payload):
-                            continue
-                    feed_tcp(TcpSegment(frame, ts, 6, src, dst, sport, dport, seq, ack, flags, window,
-                                        data[74:54 + hlen], payload, paylen, 40 + plen))
-                    continue
+                    l4, version, ip_bytes, src, dst = 54, 6, 40 + plen, data[22:38], data[38:54]
+            if l4:
+                sport, dport, seq, ack, offflags, window = unpack_tcp(data, l4)
+                if shards > 1 and (((sport ^ dport ^ src[-1] ^ dst[-1]) * 2654435761 & 0xFFFFFFFF) >> 16) % shards != k:
+                    continue  # another shard's flow: parallel.flow_shard inlined (a call per packet costs 4%)
+                flags = offflags & 0x1FF
+                payload = data[l4 + hlen:end]
+                paylen = ip_bytes - (l4 - 14) - hlen  # the IP payload on the wire, less the TCP header
+                if flags in (0x10, 0x18) and len(payload) == paylen:  # ACK, ACK+PSH
+                    a = (src, sport)
+                    b = (dst, dport)
+                    conn = by_key.get((a, b) if a <= b else (b, a))
+                    if conn is not None and conn.steady and ts - conn.last_ts <= idle and conn.add_steady(
+                            0 if a == conn.ep[0] else 1, frame, ts, seq, ip_bytes, payload):
+                        continue
+                feed_tcp(TcpSegment(frame, ts, version, src, dst, sport, dport, seq, ack, flags, window,
+                                    data[l4 + 20:l4 + hlen], payload, paylen, ip_bytes))
+                continue
         if raw_owner is not None:
             o = raw_owner(linktype, data, shards)
             if o != k:
