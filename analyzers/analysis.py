@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from analyzers import blockloop
 from analyzers.decode import FRAGMENT, Decoder, IcmpError, Malformed, TcpSegment, UdpDatagram, linktype_name
 from analyzers.pcapfile import CaptureReader, PacketRecord, ReadWarning
 from analyzers.summary import summarize_tcp, summarize_udp
@@ -198,7 +199,11 @@ EXPIRE_EVERY = 4096
 
 
 def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | None = None,
-                    *, file: str | None = None) -> Analysis:
+                    *, file: str | None = None, blocks: CaptureReader | None = None,
+                    on_block: Callable[[int], None] | None = None) -> Analysis:
+    """Analyze ``records`` in capture order.  ``blocks``: the reader ``records`` come from, to be read
+    many records at a time when the plain analysis runs and :mod:`analyzers.blockloop` can read it
+    (the same result); ``on_block`` is then called with the packet count after each block."""
     opts = options or AnalysisOptions()
     decoder = opts.decoder_factory() if opts.decoder_factory is not None else Decoder()
     created = opts.created or {}
@@ -229,6 +234,8 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
             if opts.shard is not None:
                 raise ValueError("a sharded analysis runs no observers and uses the plain decoder")
             n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+        elif blocks is not None and blockloop.available(blocks):
+            n, first_ts, ts = blockloop.loop_blocks(blocks, res, decode, tcp, udp, opts.shard, on_block)
         else:
             n, first_ts, ts = _loop_fast(records, res, decode, tcp, udp, opts.shard)
     res.packets = n
@@ -415,12 +422,16 @@ def analyze_file(path: str | os.PathLike[str], options: AnalysisOptions | None =
     with CaptureReader.open(name) as reader:
         size = reader.size or 0
         records: Iterable[PacketRecord] = reader
+        on_block: Callable[[int], None] | None = None
         if progress is not None:
             from analyzers.progress import track_records
 
             progress.start_file(name, size)
             records = track_records(reader, reader._f.tell, progress)  # tell(): the buffered read position
-        res = analyze_records(records, options, file=name)
+
+            def on_block(packets: int) -> None:
+                progress.update(reader._f.tell(), packets)
+        res = analyze_records(records, options, file=name, blocks=reader, on_block=on_block)
         res.file_format = reader.file_format
         res.linktypes = reader.linktypes
         res.read_warnings = list(reader.warnings)

@@ -35,6 +35,8 @@ MAX_BLOCK_BYTES = MAX_RECORD_BYTES + 1024
 #: lengths above this are read in steps of this size, so that a length that lies near the end of the file
 #: allocates what the file holds (plus one step), never what the length claims
 READ_STEP = 1024 * 1024
+#: how much :meth:`CaptureReader.pcap_blocks` reads at a time
+BLOCK_READ_BYTES = 1024 * 1024
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -49,6 +51,16 @@ BLOCK_EPB = 0x00000006
 #: blocks): they carry no packet for loopcap but take a frame number, so later frames keep Wireshark's
 RECORD_BLOCKS_WITHOUT_PACKET = frozenset((0x00000009, 0x00000204, 0x00000216, 0x00000221, 0x00000BAD,
                                           0x40000BAD))
+
+
+class RecordBlock(NamedTuple):
+    """Classic pcap records read together (:meth:`CaptureReader.pcap_blocks`): ``buf`` holds whole
+    records whose 16-byte headers start at ``starts``; the first is frame ``frame0 + 1``."""
+
+    frame0: int
+    buf: bytes
+    starts: list[int]
+    linktype: int
 
 
 class PacketRecord(NamedTuple):
@@ -221,13 +233,13 @@ class CaptureReader:
         self.interfaces.append(Interface(linktype, snaplen, (1, 1) if self.nanosecond else (1000, 1)))
         self.snaplen = snaplen
 
-    def _iter_pcap(self) -> Iterator[PacketRecord]:
+    def _iter_pcap(self, frame: int = 0) -> Iterator[PacketRecord]:
+        """Records from the read position on (``frame`` records were read before it)."""
         unpack = struct.Struct(self._endian + "IIII").unpack
         read = self._f.read
         linktype = self.interfaces[0].linktype
         limit = MAX_RECORD_BYTES  # never trust a length from the file (snaplen included) beyond this
         ns = self.nanosecond
-        frame = 0
         offset = self.offset
         while True:
             hdr = read(16)
@@ -258,6 +270,55 @@ class CaptureReader:
             yield PacketRecord(frame, ts, linktype, data, wirelen if wirelen >= caplen else caplen, 0)
         self.offset = offset
         self.frames = frame
+
+    def pcap_blocks(self, chunk: int | None = None) -> Iterator[RecordBlock | PacketRecord]:
+        """Classic pcap, many records at a time: :class:`RecordBlock` runs of whole records read
+        ``chunk`` bytes (default :data:`BLOCK_READ_BYTES`) at a time (the consumer parses their headers, see :mod:`analyzers.blockloop`),
+        then, from the first record that is not whole and sane (a length over the limit, the file's
+        end cut inside a record), the records of the one-at-a-time reader, which also warns exactly as
+        :meth:`__iter__` does.  The same records, frame numbers, offsets and warnings as
+        :meth:`__iter__`; the file must be seekable."""
+        if self.file_format == "pcapng":
+            raise ValueError("pcap_blocks reads classic pcap only")
+        chunk = chunk or BLOCK_READ_BYTES
+        read = self._f.read
+        caplen_at = struct.Struct(self._endian + "I").unpack_from
+        limit = MAX_RECORD_BYTES
+        frame = 0
+        base = self.offset  # the file offset of buf[0]
+        rest = b""
+        while True:
+            try:
+                data = read(chunk)
+            except OSError as exc:
+                raise CaptureFormatError(f"read error: {exc.strerror}", path=self.name, offset=base) from None
+            buf = rest + data if rest else data
+            n = len(buf)
+            off = 0
+            starts: list[int] = []
+            add = starts.append
+            sane = True
+            while off + 16 <= n:
+                caplen = caplen_at(buf, off + 8)[0]
+                if caplen > limit:
+                    sane = False
+                    break
+                end = off + 16 + caplen
+                if end > n:
+                    break
+                add(off)
+                off = end
+            if starts:
+                yield RecordBlock(frame, buf, starts, self.interfaces[0].linktype)
+                frame += len(starts)
+                self.frames = frame
+            self.offset = base + off
+            if not sane or not data:
+                break  # a length over the limit, or the end of the file: the record reader takes the rest
+            rest = buf[off:]
+            base += off
+        self._f.seek(self.offset)
+        yield from self._iter_pcap(frame)
 
     # -- pcapng ---------------------------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[PacketRecord]:

@@ -307,6 +307,7 @@ class TcpConnection:
             self._add_range(d, start, start + paylen)
             asm.add(start, paylen, seg.payload, seg.frame)
         self.steady = (self.base[0] is not None and self.base[1] is not None and not self.fin_order
+                       and not self.rst_count  # closed: the next segment may end its lingering
                        and (self.synack is None or self.hs_ack is not None)
                        and (self.mru_syn_ts is None or self.first_rtt_ns is not None)
                        and not asm.held_segments and not other.held_segments)
@@ -459,6 +460,9 @@ class TcpTracker:
                         if len(self.late) < 100:
                             self.late.append((n, was))
                 self._live[n] = conn
+            prev = self._by_key.get(key)
+            if prev is not None:
+                prev.steady = False  # no packet reaches it any more (the fast paths check this flag)
             self._by_key[key] = conn
         return conn
 
@@ -489,6 +493,7 @@ class TcpTracker:
             gone[hash(conn.key)] = conn.stream  # the hash: a tombstone must cost little
             if len(gone) > MAX_TOMBSTONES:
                 del gone[next(iter(gone))]  # the oldest
+        conn.steady = False  # handed out: the fast paths must not add to it
         conn.finish(self.server_ports)
         assert self._on_done is not None
         self._on_done(conn)

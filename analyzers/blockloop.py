@@ -1,0 +1,264 @@
+"""The analysis loop for classic pcap files, many records at a time (numpy).
+
+:func:`analyzers.analysis._loop_fast` reads one record at a time and decodes the common packets
+(Ethernet + IPv4/IPv6 + TCP) with byte indexing in the interpreter.  Here the reader hands over
+megabytes of whole records at once (:meth:`~analyzers.pcapfile.CaptureReader.pcap_blocks`) and numpy
+parses every record header and every fixed-offset Ethernet/IP/TCP field of the block in a few array
+operations, with exactly the tests of ``_loop_fast``.  What stays per packet in Python is what has
+state: in capture order, a steady segment (``TcpConnection.add_steady``) costs a cache look-up of its
+connection by the raw 4-tuple bytes and the call; every other packet is built into a
+:class:`~analyzers.decode.TcpSegment` from the parsed fields, or decoded by the decoder, and takes
+exactly the path it takes in ``_loop_fast``.  The results are identical (tests/test_fast_path.py runs
+every capture through both loops and the reference loop).
+
+numpy is optional: without it (or with ``LOOPCAP_NO_NUMPY=1``) the record-at-a-time loop runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from analyzers.decode import TcpSegment, UdpDatagram
+from analyzers.pcapfile import CaptureReader, PacketRecord, RecordBlock
+
+if TYPE_CHECKING:
+    from analyzers.analysis import Analysis
+    from analyzers.tcp import TcpConnection, TcpTracker
+    from analyzers.udp import UdpTracker
+
+try:
+    import numpy as np
+
+    HAVE_NUMPY = True
+except ImportError:  # pragma: no cover - numpy is a dependency; the plain loop stays correct without it
+    HAVE_NUMPY = False
+
+#: the 4-tuple cache is emptied when it holds this many flows (it only ever saves a look-up; a
+#: streaming analysis also empties it every ``EXPIRE_EVERY`` packets)
+MAX_CACHED_FLOWS = 16_384
+#: zero bytes after a block's buffer, so that fixed-offset reads past a short last record stay inside
+_PAD = b"\0" * 128
+
+
+def available(reader: CaptureReader) -> bool:
+    """Whether :func:`loop_blocks` can read this capture (classic pcap from a seekable file, numpy
+    importable, not turned off with ``LOOPCAP_NO_NUMPY``)."""
+    if not HAVE_NUMPY or os.environ.get("LOOPCAP_NO_NUMPY"):
+        return False
+    if reader.file_format == "pcapng":
+        return False
+    try:
+        return bool(reader._f.seekable())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _columns(block: RecordBlock, big_endian: bool, nanosecond: bool,
+             shard: tuple[int, int] | None) -> dict[str, Any]:
+    """Every record's header fields and, for Ethernet, the fast path's classification and fields."""
+    buf = block.buf + _PAD
+    a = np.frombuffer(buf, dtype=np.uint8)
+    h = np.asarray(block.starts, dtype=np.int64)
+
+    def u32(at: Any) -> Any:
+        if big_endian:
+            return ((a[at].astype(np.int64) << 24) | (a[at + 1].astype(np.int64) << 16)
+                    | (a[at + 2].astype(np.int64) << 8) | a[at + 3])
+        return ((a[at + 3].astype(np.int64) << 24) | (a[at + 2].astype(np.int64) << 16)
+                | (a[at + 1].astype(np.int64) << 8) | a[at])
+
+    sec = u32(h)
+    frac = u32(h + 4)
+    caplen = u32(h + 8)
+    wirelen = u32(h + 12)
+    ts = sec * 1_000_000_000 + (frac if nanosecond else frac * 1000)
+    wirelen = np.maximum(wirelen, caplen)
+    p = h + 16  # where each record's data starts
+    cols: dict[str, Any] = {"p": p, "caplen": caplen, "wirelen": wirelen, "ts": ts}
+    if block.linktype != 1:
+        return cols
+
+    def b(o: int) -> Any:
+        return a[p + o].astype(np.int64)
+
+    def be16(at: Any) -> Any:
+        return (a[at].astype(np.int64) << 8) | a[at + 1]
+
+    def be32(at: Any) -> Any:
+        return (be16(at) << 16) | be16(at + 2)
+
+    # _loop_fast's tests, on every record at once
+    e12, e13, v = b(12), b(13), b(14)
+    total = (b(16) << 8) | b(17)
+    hlen4 = (b(46) >> 4) * 4
+    end4 = 14 + np.minimum(total, caplen - 14)
+    ok4 = ((caplen >= 54) & (e12 == 8) & (e13 == 0) & (v == 0x45) & (b(23) == 6) & ((b(20) & 0x3F) == 0)
+           & (b(21) == 0) & (total >= 40) & (hlen4 >= 20) & (hlen4 <= total - 20) & (34 + hlen4 <= end4))
+    plen = (b(18) << 8) | b(19)
+    end6 = np.minimum(54 + plen, caplen)
+    hlen6 = (b(66) >> 4) * 4
+    ok6 = ((caplen >= 74) & (e12 == 0x86) & (e13 == 0xDD) & ((v >> 4) == 6) & (b(20) == 6) & (plen > 0)
+           & (hlen6 >= 20) & (hlen6 <= plen) & (54 + hlen6 <= end6))
+    fast = ok4 | ok6
+    l4 = np.where(ok4, 34, 54)
+    hlen = np.where(ok4, hlen4, hlen6)
+    stop = p + np.where(ok4, end4, end6)  # where the captured IP packet ends
+    ip_bytes = np.where(ok4, total, 40 + plen)
+    q = p + l4
+    sport = be16(q)
+    dport = be16(q + 2)
+    flags = be16(q + 12) & 0x1FF
+    ps = q + hlen  # the payload's start
+    paylen = ip_bytes - (l4 - 14) - hlen
+    steady = fast & ((flags == 0x10) | (flags == 0x18)) & (stop - ps == paylen)
+    # 0: the decoder's path; 1: a fast-path segment; 2: a candidate for add_steady; 3: another shard's
+    kind = np.where(steady, 2, np.where(fast, 1, 0))
+    if shard is not None:
+        k, shards = shard
+        last = np.where(ok4, b(29) ^ b(33), b(37) ^ b(53))  # the addresses' last bytes
+        owner = ((((sport ^ dport ^ last) * 2654435761) & 0xFFFFFFFF) >> 16) % shards
+        kind = np.where(fast & (owner != k), 3, kind)
+    ks = p + np.where(ok4, 26, 22)  # the raw (src, dst, sport, dport) bytes: the flow cache's key
+    cols.update(kind=kind, l4=l4, hlen=hlen, stop=stop, ip_bytes=ip_bytes, sport=sport, dport=dport,
+                seq=be32(q + 4), ack=be32(q + 8), flags=flags, window=be16(q + 14), ps=ps, paylen=paylen,
+                ks=ks, ke=np.where(ok4, ks + 12, ks + 36))
+    return cols
+
+
+def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., object], tcp: TcpTracker,
+                udp: UdpTracker, shard: tuple[int, int, Callable[[int, bytes, int], int],
+                                              Callable[[bytes, int, bytes, int, int], int]] | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[int, int | None, int]:
+    """:func:`analyzers.analysis._loop_fast` over :meth:`CaptureReader.pcap_blocks` (same arguments,
+    same result); ``progress`` is called with the packet count after each block."""
+    from analyzers.analysis import EXPIRE_EVERY
+
+    k, shards, raw_owner, flow_owner = shard if shard is not None else (0, 1, None, None)
+    by_key = tcp._by_key
+    idle = tcp.idle_limit_ns
+    feed_tcp = tcp.feed
+    streaming = tcp._on_done is not None or udp._on_done is not None
+    big = reader._endian == ">"
+    ns = reader.nanosecond
+    flows: dict[bytes, tuple[TcpConnection, int]] = {}  # raw 4-tuple bytes -> (connection, direction)
+    n = 0
+    first_ts: int | None = None
+    ts = 0
+    for block in reader.pcap_blocks():
+        if isinstance(block, PacketRecord):  # the reader's tail, one record at a time
+            rec = block
+            n += 1
+            ts = rec.ts_ns
+            if first_ts is None:
+                first_ts = ts
+            if streaming and not n % EXPIRE_EVERY:
+                tcp.expire(ts)
+                udp.expire(ts)
+            _generic(rec.frame, ts, rec.linktype, rec.data, rec.wirelen, res, decode, tcp, udp,
+                     k, shards, raw_owner, flow_owner)
+            continue
+        buf = block.buf
+        linktype = block.linktype
+        c = _columns(block, big, ns, (k, shards) if shards > 1 else None)
+        tsl = c["ts"].tolist()
+        if first_ts is None and tsl:
+            first_ts = tsl[0]
+        pl = c["p"].tolist()
+        cl = c["caplen"].tolist()
+        wl = c["wirelen"].tolist()
+        if linktype != 1:
+            for i in range(len(tsl)):
+                n += 1
+                ts = tsl[i]
+                if streaming and not n % EXPIRE_EVERY:
+                    tcp.expire(ts)
+                    udp.expire(ts)
+                p = pl[i]
+                _generic(n, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
+                         k, shards, raw_owner, flow_owner)
+        else:
+            if len(flows) > MAX_CACHED_FLOWS:
+                flows.clear()
+            kind = c["kind"].tolist()
+            seql = c["seq"].tolist()
+            ipl = c["ip_bytes"].tolist()
+            psl = c["ps"].tolist()
+            stl = c["stop"].tolist()
+            ksl = c["ks"].tolist()
+            kel = c["ke"].tolist()
+            spl = c["sport"].tolist()
+            dpl = c["dport"].tolist()
+            ackl = c["ack"].tolist()
+            fll = c["flags"].tolist()
+            wnl = c["window"].tolist()
+            l4l = c["l4"].tolist()
+            pwl = c["paylen"].tolist()
+            i = -1
+            for kd, ts, seq, ip_bytes, ps, stop, ks, ke in zip(kind, tsl, seql, ipl, psl, stl, ksl, kel,
+                                                                 strict=True):
+                i += 1
+                n += 1
+                if streaming and not n % EXPIRE_EVERY:
+                    tcp.expire(ts)
+                    udp.expire(ts)
+                    flows.clear()  # it would keep connections handed out since alive
+                if kd == 2:
+                    fk = buf[ks:ke]
+                    hit = flows.get(fk)
+                    if hit is None:
+                        half = (ke - ks - 4) >> 1
+                        a = (buf[ks:ks + half], spl[i])
+                        b = (buf[ks + half:ke - 4], dpl[i])
+                        conn = by_key.get((a, b) if a <= b else (b, a))
+                        if conn is not None:
+                            hit = flows[fk] = (conn, 0 if a == conn.ep[0] else 1)
+                    if hit is not None:
+                        conn = hit[0]
+                        if conn.steady:
+                            if ts - conn.last_ts <= idle and conn.add_steady(hit[1], n, ts, seq, ip_bytes,
+                                                                             buf[ps:stop]):
+                                continue
+                        else:
+                            del flows[fk]  # the 4-tuple may belong to a new connection by the next packet
+                elif kd == 3:
+                    continue
+                if kd:
+                    half = (ke - ks - 4) >> 1
+                    feed_tcp(TcpSegment(n, ts, 6 if half == 16 else 4, buf[ks:ks + half], buf[ks + half:ke - 4],
+                                        spl[i], dpl[i], seq, ackl[i], fll[i], wnl[i], buf[pl[i] + l4l[i] + 20:ps],
+                                        buf[ps:stop], pwl[i], ip_bytes))
+                    continue
+                p = pl[i]
+                _generic(n, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
+                         k, shards, raw_owner, flow_owner)
+        if tsl:
+            ts = tsl[-1]
+        if progress is not None:
+            progress(n)
+    return n, first_ts, ts
+
+
+def _generic(frame: int, ts: int, linktype: int, data: bytes, wirelen: int, res: Analysis,
+             decode: Callable[..., object], tcp: TcpTracker, udp: UdpTracker, k: int, shards: int,
+             raw_owner: Callable[[int, bytes, int], int] | None,
+             flow_owner: Callable[[bytes, int, bytes, int, int], int] | None) -> None:
+    """A packet the fast path does not take: exactly the tail of ``_loop_fast``."""
+    from analyzers.analysis import _other, _owned
+
+    if raw_owner is not None:
+        o = raw_owner(linktype, data, shards)
+        if o != k:
+            if o < 0:
+                assert flow_owner is not None
+                _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
+            return
+    x = decode(frame, ts, linktype, data, wirelen)
+    cls = x.__class__
+    if cls is TcpSegment:
+        tcp.feed(x)  # type: ignore[arg-type]
+    elif cls is UdpDatagram:
+        udp.feed(x)  # type: ignore[arg-type]
+    else:
+        _other(x, res, tcp, udp)
