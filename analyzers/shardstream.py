@@ -121,9 +121,9 @@ def _numbered(spools: list[ShardSpool], kind: str) -> Iterator[str]:
             fh = files[shard]
             fh.seek(off)
             text = fh.read(n).decode()
-            head = f'{{"stream": {frame}'
+            head = f'{{"stream":{frame},'  # jsonout's compact encoding; the summary starts with its stream
             assert text.startswith(head), text[:40]
-            yield f'{{"stream": {bisect_left(everything, frame)}' + text[len(head):]
+            yield f'{{"stream":{bisect_left(everything, frame)},' + text[len(head):]
     finally:
         for fh in files.values():
             fh.close()

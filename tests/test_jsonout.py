@@ -1,4 +1,4 @@
-"""The JSON writer: one document, readable layout (a connection per line), C-encoder speed."""
+"""The JSON writer: one document, readable layout (a connection per line), orjson or C-encoder speed."""
 
 from __future__ import annotations
 
@@ -8,10 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analyzers.jsonout import EncodedItems, document_text, iter_document, json_line, write_document
+from analyzers.jsonout import (
+    EncodedItems,
+    document_text,
+    dumps_value,
+    iter_document,
+    json_line,
+    write_document,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -29,7 +37,7 @@ def test_the_readable_layout_parses_back_to_the_same_document(doc: dict[str, obj
     write_document(doc, one, one_line=True, batch=3)
     assert one.getvalue() == json_line(doc)
     def lazy() -> dict[str, object]:  # top-level lists as already-encoded items, as a streamed analysis gives
-        return {k: EncodedItems(len(v), (json_line(x)[:-1] for x in v)) if isinstance(v, list) else v
+        return {k: EncodedItems(len(v), (dumps_value(x) for x in v)) if isinstance(v, list) else v
                 for k, v in doc.items()}
 
     assert "".join(iter_document(lazy())) == text
@@ -42,8 +50,8 @@ def test_each_connection_is_one_line_and_each_top_level_key_starts_a_line() -> N
     lines = document_text(doc).splitlines()
     assert lines[0] == "{" and lines[-1] == "}"
     assert '  "schema": "loopcap/1",' in lines
-    assert '    {"stream": 0, "a": [1, 2]},' in lines
-    assert '    {"stream": 1, "a": []}' in lines
+    assert '    {"stream":0,"a":[1,2]},' in lines
+    assert '    {"stream":1,"a":[]}' in lines
     assert '  "udp": [],' in lines
 
 
@@ -59,7 +67,31 @@ def test_analyze_json_prints_one_tcp_connection_per_line(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "--json", "--no-peers", "-q", str(pcap)],
                           capture_output=True, text=True, check=True)
     doc = json.loads(done.stdout)
-    conn_lines = [line for line in done.stdout.splitlines() if line.startswith('    {"stream": ')]
+    conn_lines = [line for line in done.stdout.splitlines() if line.startswith('    {"stream":')]
     assert len(conn_lines) == len(doc["tcp"]) + len(doc["udp"]) > 1
     assert [json.loads(line.rstrip(","))["stream"] for line in conn_lines[:len(doc["tcp"])]] == \
         [c["stream"] for c in doc["tcp"]]
+
+
+def test_values_orjson_refuses_or_would_write_as_utf8_are_encoded_by_the_standard_library() -> None:
+    """Non-ASCII text comes out as ASCII escapes whatever the terminal's encoding, and integers past
+    64 bits or non-string keys still encode; everything else takes orjson when it is installed."""
+    from analyzers import jsonout
+
+    assert dumps_value({"host": "caf\u00e9", "n": 2**70}) == '{"host":"caf\\u00e9","n":1180591620717411303424}'
+    assert dumps_value({1: "a"}) == '{"1":"a"}'
+    assert dumps_value({"lone": "\udcff"}) == '{"lone":"\\udcff"}'
+    if jsonout._orjson is not None:
+        assert jsonout._ENCODE is jsonout._encode_orjson
+
+
+def test_the_standard_library_fallback_encodes_the_same_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analyzers import jsonout
+    from analyzers.analysis import analyze_file
+
+    pcap = Path(__file__).resolve().parent.parent / "pcaps" / "http-get-ipv4.pcap"
+    doc = analyze_file(pcap).to_dict()
+    fast = document_text(doc)
+    monkeypatch.setattr(jsonout, "_ENCODE", jsonout._encode_stdlib)
+    plain = document_text(doc)
+    assert json.loads(plain) == json.loads(fast) == json.loads(json.dumps(doc))
