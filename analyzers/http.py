@@ -20,11 +20,21 @@ from collections import deque
 from dataclasses import dataclass, field
 
 METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+#: how an HTTP/1.x message starts: a status line or a request line's method and space
+_STARTS = (b"HTTP/1.", *(m + b" " for m in METHODS))
+_LONGEST_START = max(map(len, _STARTS))
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_MESSAGES = 10_000
 #: longest chunk-size line (size, extensions, CR) accepted before its LF
 MAX_CHUNK_LINE_BYTES = 1024
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+
+def looks_like_http(probe: bytes) -> bool:
+    """Whether the first bytes of a message (``probe``) start, or could still start, a status line
+    or a request line."""
+    return probe.startswith(_STARTS) or (len(probe) < _LONGEST_START and any(s.startswith(probe) for s in _STARTS))
 
 
 def _content_length(value: str) -> int | None:
@@ -99,9 +109,11 @@ class HttpSplitter:
     def active(self) -> bool:
         return self.state != "off"
 
-    def feed(self, data: bytes, frame: int) -> None:
+    def feed(self, data: bytes, frame: int) -> bool:
+        """Split ``data`` (the stream's next bytes, from ``frame``); False once this direction is
+        known not to be HTTP/1.x, so that the caller can stop feeding it."""
         if self.state == "off" or not data:
-            return
+            return self.state != "off"
         self._frame = frame
         mv = memoryview(data)
         pos = 0
@@ -175,6 +187,7 @@ class HttpSplitter:
                     self.state = "off"
             else:  # pragma: no cover - defensive
                 self.state = "off"
+        return self.state != "off"
 
     def _take_line(self, data: bytes, pos: int, limit: int) -> tuple[bytes | None, int]:
         """The next line of ``data`` from ``pos`` (without its LF, after whatever an earlier feed left
@@ -199,9 +212,7 @@ class HttpSplitter:
             self._msg_frame = frame
         if self.state == "detect":
             probe = bytes(self._buf[:8]) + bytes(mv[pos:pos + 8])
-            if len(probe) >= 4 and not (probe.startswith(b"HTTP/1.") or b"HTTP/1."[:len(probe)] == probe[:7]
-                                        or any(probe.startswith(m + b" ") or (m + b" ").startswith(probe[:len(m) + 1])
-                                               for m in METHODS)):
+            if len(probe) >= 4 and not looks_like_http(probe):
                 self.state = "off"
                 return len(data)
         # find the end of the header block: \r\n\r\n or \n\n, possibly spanning feeds

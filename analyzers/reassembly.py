@@ -97,8 +97,9 @@ class StreamAssembler:
         self.max_held_bytes = max_held_bytes
         self.gaps: list[Gap] = []
         self.truncated_bytes = 0
-        #: called with every run of bytes appended to the stream (e.g. a protocol splitter)
-        self.sink: Callable[[bytes, int], None] | None = None
+        #: called with every run of bytes appended to the stream (e.g. a protocol splitter); when it
+        #: returns False it wants no more and is dropped
+        self.sink: Callable[[bytes, int], bool | None] | None = None
 
     # -- output ----------------------------------------------------------------------------
     def _emit(self, data: bytes, frame: int) -> None:
@@ -108,8 +109,8 @@ class StreamAssembler:
         if len(self.kept) < self.keep_limit:
             self.kept += data[: self.keep_limit - len(self.kept)]
         self.bytes_out += len(data)
-        if self.sink is not None:
-            self.sink(data, frame)
+        if self.sink is not None and self.sink(data, frame) is False:
+            self.sink = None
         if self.record_chunks:  # Follow Stream needs the chunk boundaries; the analysis alone does not
             self.chunks.append((frame, len(data)))
 

@@ -328,7 +328,9 @@ class TcpConnection:
         self.last_ts = ts_ns
         self.packets[d] += 1
         self.ip_bytes[d] += ip_bytes
-        asm.start(start)
+        if not asm.bytes_out and not asm.next_seq:  # asm.start(start), inlined
+            asm.next_seq = start
+            asm.started = True
         if paylen:
             end = start + paylen
             mx = self.max_end_before_f1[d]

@@ -353,3 +353,20 @@ def test_keep_alive_chunked_responses_are_counted_like_tshark(tmp_path: Path) ->
     assert [m["frame"] for m in responses] == tshark_frames
     assert [(m["body_bytes"], m["body_framing"], m["complete"]) for m in responses] == [
         (11, "chunked", True), (26, "chunked", True)]
+
+
+def _looks_like_http_as_first_written(probe: bytes) -> bool:
+    """The detection test as it was first written (one startswith per method and per prefix)."""
+    from analyzers.http import METHODS
+
+    return (probe.startswith(b"HTTP/1.") or b"HTTP/1."[:len(probe)] == probe[:7]
+            or any(probe.startswith(m + b" ") or (m + b" ").startswith(probe[:len(m) + 1]) for m in METHODS))
+
+
+@given(st.sampled_from([b"HTTP/1.", b"GET ", b"POST ", b"OPTIONS ", b"CONNECT ", b"TRACE ", b"HTTP/2", b"GETX",
+                        b"get ", b""]).flatmap(
+    lambda s: st.tuples(st.integers(0, len(s)), st.binary(max_size=12)).map(lambda t: s[:t[0]] + t[1])))
+def test_http_detection_agrees_with_its_first_definition(probe: bytes) -> None:
+    from analyzers.http import looks_like_http
+
+    assert looks_like_http(probe) == _looks_like_http_as_first_written(probe)
