@@ -1,8 +1,9 @@
-"""The analysis loop for classic pcap files, many records at a time (numpy).
+"""The analysis loop for pcap and pcapng files, many records at a time (numpy).
 
 :func:`analyzers.analysis._loop_fast` reads one record at a time and decodes the common packets
 (Ethernet + IPv4/IPv6 + TCP) with byte indexing in the interpreter.  Here the reader hands over
-megabytes of whole records at once (:meth:`~analyzers.pcapfile.CaptureReader.pcap_blocks`) and numpy
+a megabyte of whole records at once (:meth:`~analyzers.pcapfile.CaptureReader.pcap_blocks`, and
+``pcapng_blocks`` for runs of Enhanced Packet Blocks) and numpy
 parses every record header and every fixed-offset Ethernet/IP/TCP field of the block in a few array
 operations, with exactly the tests of ``_loop_fast``.  What stays per packet in Python is what has
 state: in capture order, a steady segment (``TcpConnection.add_steady``) costs a cache look-up of its
@@ -43,11 +44,9 @@ _PAD = b"\0" * 128
 
 
 def available(reader: CaptureReader) -> bool:
-    """Whether :func:`loop_blocks` can read this capture (classic pcap from a seekable file, numpy
-    importable, not turned off with ``LOOPCAP_NO_NUMPY``)."""
+    """Whether :func:`loop_blocks` can read this capture (a seekable file, numpy importable, not
+    turned off with ``LOOPCAP_NO_NUMPY``)."""
     if not HAVE_NUMPY or os.environ.get("LOOPCAP_NO_NUMPY"):
-        return False
-    if reader.file_format == "pcapng":
         return False
     try:
         return bool(reader._f.seekable())
@@ -55,12 +54,12 @@ def available(reader: CaptureReader) -> bool:
         return False
 
 
-def _columns(block: RecordBlock, big_endian: bool, nanosecond: bool,
-             shard: tuple[int, int] | None) -> dict[str, Any]:
+def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any]:
     """Every record's header fields and, for Ethernet, the fast path's classification and fields."""
     buf = block.buf + _PAD
     a = np.frombuffer(buf, dtype=np.uint8)
     h = np.asarray(block.starts, dtype=np.int64)
+    big_endian = block.big_endian
 
     def u32(at: Any) -> Any:
         if big_endian:
@@ -69,13 +68,22 @@ def _columns(block: RecordBlock, big_endian: bool, nanosecond: bool,
         return ((a[at + 3].astype(np.int64) << 24) | (a[at + 2].astype(np.int64) << 16)
                 | (a[at + 1].astype(np.int64) << 8) | a[at])
 
-    sec = u32(h)
-    frac = u32(h + 4)
-    caplen = u32(h + 8)
-    wirelen = u32(h + 12)
-    ts = sec * 1_000_000_000 + (frac if nanosecond else frac * 1000)
+    mul, div, off = block.ts_mul, block.ts_div, block.ts_offset_ns
+    if block.pcapng:  # Enhanced Packet Blocks: type, length, interface, timestamp (high, low), lengths
+        raw = (u32(h + 12).astype(np.uint64) << np.uint64(32)) | u32(h + 16).astype(np.uint64)
+        caplen = u32(h + 20)
+        wirelen = u32(h + 24)
+        p = h + 28
+        if int(raw.max()) <= (1 << 62) // mul and abs(off) <= 1 << 62:
+            ts: Any = raw.astype(np.int64) * mul // div + off
+        else:  # beyond 64-bit arithmetic: Python's integers, as the record reader computes it
+            ts = np.array([r * mul // div + off for r in raw.tolist()], dtype=object)
+    else:  # classic pcap: seconds, fraction, captured and original lengths
+        ts = u32(h) * 1_000_000_000 + u32(h + 4) * mul
+        caplen = u32(h + 8)
+        wirelen = u32(h + 12)
+        p = h + 16
     wirelen = np.maximum(wirelen, caplen)
-    p = h + 16  # where each record's data starts
     cols: dict[str, Any] = {"p": p, "caplen": caplen, "wirelen": wirelen, "ts": ts}
     if block.linktype != 1:
         return cols
@@ -131,7 +139,7 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                 udp: UdpTracker, shard: tuple[int, int, Callable[[int, bytes, int], int],
                                               Callable[[bytes, int, bytes, int, int], int]] | None = None,
                 progress: Callable[[int], None] | None = None) -> tuple[int, int | None, int]:
-    """:func:`analyzers.analysis._loop_fast` over :meth:`CaptureReader.pcap_blocks` (same arguments,
+    """:func:`analyzers.analysis._loop_fast` over the reader's blocks of records (same arguments,
     same result); ``progress`` is called with the packet count after each block."""
     from analyzers.analysis import EXPIRE_EVERY
 
@@ -140,13 +148,12 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
     idle = tcp.idle_limit_ns
     feed_tcp = tcp.feed
     streaming = tcp._on_done is not None or udp._on_done is not None
-    big = reader._endian == ">"
-    ns = reader.nanosecond
     flows: dict[bytes, tuple[TcpConnection, int]] = {}  # raw 4-tuple bytes -> (connection, direction)
     n = 0
     first_ts: int | None = None
     ts = 0
-    for block in reader.pcap_blocks():
+    blocks = reader.pcapng_blocks() if reader.file_format == "pcapng" else reader.pcap_blocks()
+    for block in blocks:
         if isinstance(block, PacketRecord):  # the reader's tail, one record at a time
             rec = block
             n += 1
@@ -161,7 +168,7 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
             continue
         buf = block.buf
         linktype = block.linktype
-        c = _columns(block, big, ns, (k, shards) if shards > 1 else None)
+        c = _columns(block, (k, shards) if shards > 1 else None)
         tsl = c["ts"].tolist()
         if first_ts is None and tsl:
             first_ts = tsl[0]
@@ -176,7 +183,7 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                     tcp.expire(ts)
                     udp.expire(ts)
                 p = pl[i]
-                _generic(n, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
+                _generic(block.frame0 + i + 1, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
                          k, shards, raw_owner, flow_owner)
         else:
             if len(flows) > MAX_CACHED_FLOWS:
@@ -196,10 +203,12 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
             l4l = c["l4"].tolist()
             pwl = c["paylen"].tolist()
             i = -1
+            frame = block.frame0  # pcapng: blocks without a packet count as frames, so not always n
             for kd, ts, seq, ip_bytes, ps, stop, ks, ke in zip(kind, tsl, seql, ipl, psl, stl, ksl, kel,
                                                                  strict=True):
                 i += 1
                 n += 1
+                frame += 1
                 if streaming and not n % EXPIRE_EVERY:
                     tcp.expire(ts)
                     udp.expire(ts)
@@ -217,7 +226,7 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                     if hit is not None:
                         conn = hit[0]
                         if conn.steady:
-                            if ts - conn.last_ts <= idle and conn.add_steady(hit[1], n, ts, seq, ip_bytes,
+                            if ts - conn.last_ts <= idle and conn.add_steady(hit[1], frame, ts, seq, ip_bytes,
                                                                              buf[ps:stop]):
                                 continue
                         else:
@@ -226,12 +235,12 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                     continue
                 if kd:
                     half = (ke - ks - 4) >> 1
-                    feed_tcp(TcpSegment(n, ts, 6 if half == 16 else 4, buf[ks:ks + half], buf[ks + half:ke - 4],
+                    feed_tcp(TcpSegment(frame, ts, 6 if half == 16 else 4, buf[ks:ks + half], buf[ks + half:ke - 4],
                                         spl[i], dpl[i], seq, ackl[i], fll[i], wnl[i], buf[pl[i] + l4l[i] + 20:ps],
                                         buf[ps:stop], pwl[i], ip_bytes))
                     continue
                 p = pl[i]
-                _generic(n, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
+                _generic(frame, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
                          k, shards, raw_owner, flow_owner)
         if tsl:
             ts = tsl[-1]

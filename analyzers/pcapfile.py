@@ -54,13 +54,21 @@ RECORD_BLOCKS_WITHOUT_PACKET = frozenset((0x00000009, 0x00000204, 0x00000216, 0x
 
 
 class RecordBlock(NamedTuple):
-    """Classic pcap records read together (:meth:`CaptureReader.pcap_blocks`): ``buf`` holds whole
-    records whose 16-byte headers start at ``starts``; the first is frame ``frame0 + 1``."""
+    """Records read together (:meth:`CaptureReader.pcap_blocks`, :meth:`CaptureReader.pcapng_blocks`):
+    ``buf`` holds whole records (classic pcap: 16-byte record headers; pcapng: Enhanced Packet Blocks
+    of one interface) starting at ``starts``; the first is frame ``frame0 + 1``.  A raw timestamp
+    (pcap: the fraction of a second; pcapng: the 64-bit count) times ``ts_mul`` over ``ts_div`` is
+    nanoseconds, plus ``ts_offset_ns``."""
 
     frame0: int
     buf: bytes
     starts: list[int]
     linktype: int
+    pcapng: bool = False
+    big_endian: bool = False
+    ts_mul: int = 1000
+    ts_div: int = 1
+    ts_offset_ns: int = 0
 
 
 class PacketRecord(NamedTuple):
@@ -309,7 +317,8 @@ class CaptureReader:
                 add(off)
                 off = end
             if starts:
-                yield RecordBlock(frame, buf, starts, self.interfaces[0].linktype)
+                yield RecordBlock(frame, buf, starts, self.interfaces[0].linktype, False, self._endian == ">",
+                                  1 if self.nanosecond else 1000)
                 frame += len(starts)
                 self.frames = frame
             self.offset = base + off
@@ -320,15 +329,85 @@ class CaptureReader:
         self._f.seek(self.offset)
         yield from self._iter_pcap(frame)
 
-    # -- pcapng ---------------------------------------------------------------------------------
-    def _iter_pcapng(self) -> Iterator[PacketRecord]:
+    def pcapng_blocks(self, chunk: int | None = None) -> Iterator[RecordBlock | PacketRecord]:
+        """pcapng, many records at a time: runs of whole, sane Enhanced Packet Blocks of one interface
+        (one :class:`RecordBlock` each, read ``chunk`` bytes at a time); every other block (section and
+        interface descriptions, statistics, simple or obsolete packet blocks, anything damaged) goes
+        through the one-at-a-time reader, one block at a time, which also warns exactly as
+        :meth:`__iter__` does.  The same records, frame numbers, offsets and warnings; the file must be
+        seekable."""
+        if self.file_format != "pcapng":
+            raise ValueError("pcapng_blocks reads pcapng only")
+        chunk = chunk or BLOCK_READ_BYTES
         read = self._f.read
         frame = 0
-        offset = 0  # offset of the current block
-        first = True
+        offset = 0  # the file offset of the next block
+        while True:
+            # one block for the record reader (the section header first of all) ...
+            self._f.seek(offset if offset else 4)  # the first block's type was read with the file header
+            yield from self._iter_pcapng(frame, offset, blocks=1)
+            offset, frame = self.offset, self.frames
+            if self._stopped:
+                return
+            # ... then as many plain Enhanced Packet Blocks as follow it
+            self._f.seek(offset)
+            e = self._endian
+            head = struct.Struct(e + "IIIIIII").unpack_from
+            trailer_at = struct.Struct(e + "I").unpack_from
+            interfaces = self.interfaces
+            buf = b""
+            base = offset  # the file offset of buf[0]
+            pos = 0
+            while True:
+                n = len(buf)
+                starts: list[int] = []
+                add = starts.append
+                iface = -1
+                while pos + 32 <= n:
+                    btype, blen, ifc, _hi, _lo, caplen, _wire = head(buf, pos)
+                    if (btype != BLOCK_EPB or blen % 4 or blen < 32 or blen > MAX_BLOCK_BYTES
+                            or caplen > blen - 32 or ifc >= len(interfaces) or (starts and ifc != iface)
+                            or pos + blen > n or trailer_at(buf, pos + blen - 4)[0] != blen):
+                        break
+                    iface = ifc
+                    add(pos)
+                    pos += blen
+                if starts:
+                    ifd = interfaces[iface]
+                    mul, div = ifd.ts_divisor_ns
+                    yield RecordBlock(frame, buf, starts, ifd.linktype, True, e == ">", mul, div,
+                                      ifd.ts_offset_s * 1_000_000_000)
+                    frame += len(starts)
+                    self.frames = frame
+                    self.offset = base + pos
+                    continue
+                # no whole plain EPB at pos: read on if it may be one that is not all buffered yet
+                if pos + 28 <= n:
+                    btype, blen = head(buf, pos)[:2]
+                    if btype != BLOCK_EPB or pos + blen <= n or blen > MAX_BLOCK_BYTES:
+                        break  # another kind of block, or a damaged one: the record reader takes it
+                data = read(chunk)
+                if not data:
+                    break
+                buf = buf[pos:] + data
+                base += pos
+                pos = 0
+            offset = base + pos
+
+    # -- pcapng ---------------------------------------------------------------------------------
+    def _iter_pcapng(self, frame: int = 0, offset: int = 0, blocks: int = -1) -> Iterator[PacketRecord]:
+        """Records from the block at ``offset`` (the read position; ``frame`` records before it), for
+        at most ``blocks`` blocks (-1: to the end).  :attr:`_stopped`: the file ended or was damaged."""
+        read = self._f.read
+        first = offset == 0
         head = self._head
         e = self._endian
+        self._stopped = True
         while True:
+            if not blocks:
+                self._stopped = False
+                break
+            blocks -= 1
             if first:
                 bh = head + read(4)
                 first = False

@@ -28,35 +28,47 @@ from make_corpus import build_cases
 pytestmark = pytest.mark.skipif(not blockloop.HAVE_NUMPY, reason="numpy is not installed: the block loop is off")
 
 
-def classic_captures() -> Iterator[Path]:
+def classic_captures(suffix: str = ".pcap") -> Iterator[Path]:
     for p in fixture_pcaps():
-        if p.suffix == ".pcap":
+        if p.suffix == suffix:
             yield p
     for root in (corpus_dir(), REPO.parent / "shared" / "zeek-conformance" / "traces"):
         if root.is_dir():
-            for p in sorted(root.rglob("*.pcap")):
-                if p.stat().st_size < 8_000_000:
+            for p in sorted(root.rglob("*" + suffix)):
+                if p.is_file() and p.stat().st_size < 8_000_000:
                     yield p
 
 
-def unblock(reader: CaptureReader, items: Iterator[RecordBlock | PacketRecord]) -> Iterator[tuple[object, ...]]:
+def all_captures() -> Iterator[Path]:
+    yield from classic_captures(".pcap")
+    yield from classic_captures(".pcapng")
+
+
+def unblock(items: Iterator[RecordBlock | PacketRecord]) -> Iterator[tuple[object, ...]]:
     """The records a block stream stands for, parsed here with struct (not numpy)."""
-    e = reader._endian
     for item in items:
         if isinstance(item, PacketRecord):
             yield tuple(item[:5])
             continue
+        e = ">" if item.big_endian else "<"
         for i, h in enumerate(item.starts):
-            sec, frac, cap, wire = struct.unpack_from(e + "IIII", item.buf, h)
-            ts = sec * 1_000_000_000 + (frac if reader.nanosecond else frac * 1000)
-            yield (item.frame0 + i + 1, ts, item.linktype, item.buf[h + 16:h + 16 + cap], max(wire, cap))
+            if item.pcapng:
+                _t, _n, _i, hi, lo, cap, wire = struct.unpack_from(e + "IIIIIII", item.buf, h)
+                ts = ((hi << 32) | lo) * item.ts_mul // item.ts_div + item.ts_offset_ns
+                data = h + 28
+            else:
+                sec, frac, cap, wire = struct.unpack_from(e + "IIII", item.buf, h)
+                ts = sec * 1_000_000_000 + frac * item.ts_mul
+                data = h + 16
+            yield (item.frame0 + i + 1, ts, item.linktype, item.buf[data:data + cap], max(wire, cap))
 
 
 def read_both(data: bytes, chunk: int) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], CaptureReader,
                                                  CaptureReader]:
     one = CaptureReader(io.BytesIO(data))
     many = CaptureReader(io.BytesIO(data))
-    return [tuple(r[:5]) for r in one], list(unblock(many, many.pcap_blocks(chunk))), one, many
+    blocks = many.pcapng_blocks(chunk) if many.file_format == "pcapng" else many.pcap_blocks(chunk)
+    return [tuple(r[:5]) for r in one], list(unblock(blocks)), one, many
 
 
 CHUNKS = [16, 17, 100, 1000, 4096, 1 << 20]
@@ -65,7 +77,7 @@ CHUNKS = [16, 17, 100, 1000, 4096, 1 << 20]
 @pytest.mark.parametrize("chunk", CHUNKS)
 def test_block_reader_gives_the_records_of_the_record_reader(chunk: int) -> None:
     checked = 0
-    for p in classic_captures():
+    for p in all_captures():
         data = p.read_bytes()
         try:
             one, many, r1, r2 = read_both(data, chunk)
@@ -74,7 +86,7 @@ def test_block_reader_gives_the_records_of_the_record_reader(chunk: int) -> None
         assert many == one, p
         assert (r2.offset, r2.frames, r2.warnings) == (r1.offset, r1.frames, r1.warnings), p
         checked += 1
-    assert checked >= 30
+    assert checked >= 40
 
 
 @pytest.mark.parametrize("chunk", [64, 1000, 1 << 20])
@@ -102,7 +114,7 @@ def reference(**kw: object) -> AnalysisOptions:
 def test_block_loop_documents_equal_the_reference_with_blocks_cut_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small blocks put records on both sides of every kind of boundary (the real captures and the
     malformed corpus; the full-size blocks are checked in tests/test_fast_path.py)."""
-    paths = list(classic_captures())[:30]
+    paths = list(classic_captures())[:30] + list(classic_captures(".pcapng"))
     for chunk in (333, 5000):
         monkeypatch.setattr(pcapfile, "BLOCK_READ_BYTES", chunk)
         for p in paths:
@@ -141,11 +153,7 @@ def test_without_numpy_the_record_loop_gives_the_same_document(monkeypatch: pyte
     assert analyze_file(p).to_dict() == blocks
 
 
-def test_block_loop_reads_classic_pcap_from_seekable_files_only() -> None:
-    pcapng = next(p for p in fixture_pcaps() if p.suffix == ".pcapng")
-    with CaptureReader.open(pcapng) as r:
-        assert not blockloop.available(r)
-
+def test_block_loop_reads_seekable_files_only() -> None:
     class Pipe(io.BytesIO):
         def seekable(self) -> bool:
             return False
@@ -257,3 +265,20 @@ def test_block_loop_classifies_boundary_headers_like_the_record_loop(seed: int) 
     assert one == ref
     assert many == ref
     assert len(ref["tcp"]) >= 4
+
+
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+def test_block_readers_give_the_records_and_warnings_of_the_record_reader_on_the_malformed_corpus(
+        chunk: int) -> None:
+    """pcap and pcapng cut, overwritten and spliced every way make_corpus.py knows (custom blocks that
+    count as frames, sections that change byte order, interfaces described late...)."""
+    kinds = set()
+    for case in build_cases(10):
+        try:
+            one, many, r1, r2 = read_both(case.data, chunk)
+        except LoopcapError:
+            continue
+        assert many == one, case.name
+        assert (r2.offset, r2.frames, r2.warnings) == (r1.offset, r1.frames, r1.warnings), case.name
+        kinds.add(r1.file_format)
+    assert kinds >= {"pcap", "pcapng"}
