@@ -17,10 +17,10 @@ import os
 import shutil
 import tempfile
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
 from analyzers.errors import LoopcapError
@@ -73,42 +73,98 @@ class OrderedSpool:
         self._f.close()
 
 
+class StreamingObserver(Protocol):
+    """An observer (a peer's view) that can stream: it adds its part to each connection's summary
+    when the connection is done (the Zeek view, tcp.analysis)."""
+
+    def start_streaming(self, ready: Callable[[str, int], None]) -> None:
+        """From now on, stream; call ``ready(kind, stream)`` when a stream it held back may go."""
+
+    def waiting(self, kind: str, stream: int) -> bool:
+        """Whether its part of this stream's summary may still change (the summary then waits)."""
+
+    def add_links(self, kind: str, stream: int, item: dict[str, Any] | None) -> None:
+        """Add its part to the summary ``item`` (None: the stream is not listed) and forget the stream."""
+
+    def finish_streaming(self) -> None:
+        """The end of the capture: settle what it still holds."""
+
+
+def streams_with(options: AnalysisOptions) -> bool:
+    """Whether :func:`analyze_file_to_json` can stream with these options (no kept payloads; only
+    observers that can stream)."""
+    return not options.keep_payload and all(hasattr(ob, "start_streaming") for ob in options.observers)
+
+
 def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: AnalysisOptions | None = None,
                          *, progress: Any = None, one_line: bool = False) -> Analysis:
     """Analyze ``path`` streaming (bounded memory) and write its ``loopcap/1`` document to ``out``.
 
-    Observers (the peers' views) and kept payloads need every connection until the end: they are
-    refused here (use :func:`~analyzers.analysis.analyze_file`).  Returns the :class:`Analysis`
+    Kept payloads need every connection until the end: they are refused here (use
+    :func:`~analyzers.analysis.analyze_file`), as are observers that cannot stream
+    (:class:`StreamingObserver`: the peers' views can).  A summary whose peers' part may still
+    change (Zeek has not removed its connection yet) waits for it.  Returns the :class:`Analysis`
     without its connections (they were written), for the caller's warnings."""
     opts = options or AnalysisOptions()
-    if opts.observers or opts.keep_payload:
-        raise ValueError("a streamed analysis takes no observers and keeps no payloads")
-    tcp_spool, udp_spool = OrderedSpool(), OrderedSpool()
+    if not streams_with(opts):
+        raise ValueError("a streamed analysis keeps no payloads and takes only observers that can stream")
+    observers: list[StreamingObserver] = list(opts.observers)  # type: ignore[arg-type]
+    spools = {"tcp": OrderedSpool(), "udp": OrderedSpool()}
     warned: list[tuple[int, list[str]]] = []
+    held: dict[tuple[str, int], dict[str, Any]] = {}  # summaries waiting for a peer's part
+
+    def write(kind: str, stream: int, summary: dict[str, Any]) -> None:
+        for ob in observers:
+            ob.add_links(kind, stream, summary)
+        spools[kind].put(stream, dumps_value(summary))
+
+    def settle(kind: str, stream: int, summary: dict[str, Any]) -> None:
+        if any(ob.waiting(kind, stream) for ob in observers):
+            held[(kind, stream)] = summary
+        else:
+            write(kind, stream, summary)
+
+    def ready(kind: str, stream: int) -> None:
+        summary = held.get((kind, stream))
+        if summary is not None and not any(ob.waiting(kind, stream) for ob in observers):
+            del held[(kind, stream)]
+            write(kind, stream, summary)
 
     def tcp_done(conn: TcpConnection) -> None:
-        if conn.quote_only:
-            return  # a 4-tuple only an ICMP error quoted: numbered, never listed
+        if conn.quote_only:  # a 4-tuple only an ICMP error quoted: numbered, never listed
+            for ob in observers:
+                ob.add_links("tcp", conn.stream, None)
+            return
         summary = summarize_tcp(conn)
         w = tcp_summary_warnings(summary)
         if w:
             warned.append((conn.stream, w))
-        tcp_spool.put(conn.stream, dumps_value(summary))
+        settle("tcp", conn.stream, summary)
 
     def udp_done(conv: UdpConversation) -> None:
-        if not conv.quote_only:
-            udp_spool.put(conv.stream, dumps_value(summarize_udp(conv)))
+        if conv.quote_only:
+            for ob in observers:
+                ob.add_links("udp", conv.stream, None)
+        else:
+            settle("udp", conv.stream, summarize_udp(conv))
 
+    for ob in observers:
+        ob.start_streaming(ready)
     opts = replace(opts, on_tcp_done=tcp_done, on_udp_done=udp_done)
     name = os.fspath(path)
     try:
         res = analyze_file(name, opts, progress=progress)
+        for ob in observers:
+            ob.finish_streaming()
+        for (kind, stream), summary in sorted(held.items()):  # nothing left to wait for
+            write(kind, stream, summary)
+        held.clear()
         res.streamed_warnings = [w for _, ws in sorted(warned, key=lambda x: x[0]) for w in ws]
-        write_document(res.to_dict(tcp=tcp_spool.items(), udp=udp_spool.items()),  # type: ignore[arg-type]
+        write_document(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()),  # type: ignore[arg-type]
                        out, one_line=one_line)
     finally:
-        tcp_spool.close()
-        udp_spool.close()
+        for spool in spools.values():
+            spool.close()
     return res
 
 

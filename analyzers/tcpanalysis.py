@@ -22,7 +22,7 @@ every frame).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -443,6 +443,10 @@ class TcpAnalyzer:
         return self.conversations.get(stream)
 
 
+#: streaming: how many 4-tuples are remembered to tell that a new stream reuses one (in memory: all)
+MAX_REMEMBERED_TUPLES = 1 << 18
+
+
 class TcpAnalysisObserver:
     """The analysis as an :class:`~analyzers.analysis.Observer`: contributes
     ``doc["tcp"][i]["analysis"]`` = ``{"flags": {frame: [names]}, "counts": {...}, "duplicate_acks":
@@ -453,6 +457,7 @@ class TcpAnalysisObserver:
         self.analyzer = TcpAnalyzer(record_completeness=record_completeness)
         self._last_by_key: dict[tuple[object, ...], int] = {}
         self._reused: set[int] = set()
+        self._streaming = False
 
     def on_tcp(self, conn: TcpConnection, seg: TcpSegment) -> None:
         stream = conn.stream
@@ -460,9 +465,11 @@ class TcpAnalysisObserver:
         if stream not in self.analyzer.conversations:
             a, b = conn.ep
             key = (a, b) if a <= b else (b, a)
-            prev = self._last_by_key.get(key)
+            prev = self._last_by_key.pop(key, None)
             reused = prev is not None and prev != stream
-            self._last_by_key[key] = stream
+            self._last_by_key[key] = stream  # (re)inserted: the dict is in order of last use
+            if self._streaming and len(self._last_by_key) > MAX_REMEMBERED_TUPLES:
+                del self._last_by_key[next(iter(self._last_by_key))]
         self.analyzer.feed(stream, conn.direction_of(seg), seg, reused=reused)
 
     def on_udp(self, conv: UdpConversation, dg: object) -> None:
@@ -471,7 +478,26 @@ class TcpAnalysisObserver:
     def on_other(self, frame: int, ts_ns: int, result: object) -> None:
         return None
 
+    # -- streaming (analyzers.streaming): each stream's result goes into its summary when it is done --
+    def start_streaming(self, ready: Callable[[str, int], None]) -> None:
+        self._streaming = True
+
+    def waiting(self, kind: str, stream: int) -> bool:
+        return False  # a stream handed out gets no more segments: its result is final
+
+    def add_links(self, kind: str, stream: int, item: dict[str, Any] | None) -> None:
+        if kind != "tcp":
+            return
+        conv = self.analyzer.conversations.pop(stream, None)
+        if conv is not None and item is not None:
+            item["analysis"] = conv.to_dict()
+
+    def finish_streaming(self) -> None:
+        return None
+
     def contribute(self, analysis: Analysis, doc: dict[str, Any]) -> None:
+        if self._streaming:
+            return
         for item in doc.get("tcp", []):
             res = self.analyzer.result(item.get("stream", -1))
             if res is not None:

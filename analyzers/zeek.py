@@ -35,7 +35,7 @@ import heapq
 import ipaddress
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
@@ -214,8 +214,8 @@ class _Timer:
 
     def __init__(self, when: int, conn: _Conn, fn: Callable[[int], None], kind: str) -> None:
         self.when = when
-        self.conn = conn
-        self.fn = fn
+        self.conn: _Conn | None = conn
+        self.fn: Callable[[int], None] | None = fn
         self.kind = kind
         self.cancelled = False
 
@@ -224,11 +224,27 @@ class _TimerQueue:
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, _Timer]] = []
         self._n = 0
+        self._cancelled = 0
         self.network_time: int | None = None
 
     def add(self, timer: _Timer) -> None:
         self._n += 1
         heapq.heappush(self._heap, (timer.when, self._n, timer))
+
+    def cancel(self, timer: _Timer) -> None:
+        """A timer that will not fire: it lets go of its connection at once (a removed connection must
+        not live on until the timer's time comes: the inactivity timer is minutes away), and the heap
+        drops cancelled timers when they are half of it."""
+        if timer.cancelled:
+            return
+        timer.cancelled = True
+        timer.conn = timer.fn = None
+        self._cancelled += 1
+        heap = self._heap
+        if self._cancelled > 4096 and 2 * self._cancelled > len(heap):
+            heap[:] = [e for e in heap if not e[2].cancelled]  # (when, n) still orders them exactly
+            heapq.heapify(heap)
+            self._cancelled = 0
 
     def advance(self, t: int) -> None:
         if self.network_time is None or t > self.network_time:
@@ -237,10 +253,15 @@ class _TimerQueue:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, timer = heapq.heappop(heap)
-            if timer.cancelled or not timer.conn.in_table:
+            if timer.cancelled:
+                self._cancelled -= 1
                 continue
-            timer.conn.remove_timer(timer)
-            timer.fn(now)
+            conn, fn = timer.conn, timer.fn
+            assert conn is not None and fn is not None
+            if not conn.in_table:
+                continue
+            conn.remove_timer(timer)
+            fn(now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +292,8 @@ class _Conn:
         self.flipped = False
         self.streams: set[int] = set()  # loopcap tcp.stream / udp.stream numbers of its packets
         self.serial = tracker.next_serial()
+        #: streaming: what the summaries of its loopcap streams name of its row, set when it is removed
+        self.link: dict[str, Any] | None = None
 
     # -- history (Connection::CheckHistory / AddHistory) --------------------------------------
     def check_history(self, mask: int, code: str) -> bool:
@@ -323,7 +346,7 @@ class _Conn:
         kk = None if kinds is None else set(kinds)
         for tm in self.timers:
             if kk is None or tm.kind in kk:
-                tm.cancelled = True
+                self.tracker.timers.cancel(tm)
             else:
                 keep.append(tm)
         self.timers = keep
@@ -334,7 +357,7 @@ class _Conn:
             return
         for tm in self.timers:
             if tm.kind == "inactivity":
-                tm.cancelled = True
+                self.tracker.timers.cancel(tm)
                 self.timers.remove(tm)
                 break
         if timeout_ns:
@@ -712,6 +735,15 @@ class _TcpConn(_Conn):
         self.close_deferred = False
         self.deferred_gen_event = False
         self.missed_bytes = 0
+
+    def release(self) -> None:
+        """Break the reference cycles (endpoints and their reassemblers point back at it, and at each
+        other) of a connection that was removed and logged: a streamed analysis pauses the cyclic
+        garbage collector, and it must not keep every connection of the capture."""
+        for ep in (self.orig, self.resp):
+            del ep.reasm
+            del ep.peer
+            del ep.conn
 
     def start(self, network_time: int) -> None:
         """TCPAnalyzer::MakeSessionAdapter: the first expire timer and the (UDP-length!) inactivity
@@ -1210,6 +1242,9 @@ class ZeekTracker:
         self.local_nets: tuple[Network, ...] = tuple(nets)
         self._finished: list[dict[str, Any]] | None = None
         self._finished_conns: list[_Conn] = []
+        #: streaming: each connection is handed here when it is removed (its row is final then), and
+        #: not kept in :attr:`removed`
+        self.on_remove: Callable[[_Conn], None] | None = None
 
     def next_serial(self) -> int:
         self._serial += 1
@@ -1226,7 +1261,10 @@ class ZeekTracker:
         conn.cancel_timers()
         if self.table.get(conn.key) is conn:
             del self.table[conn.key]
-        self.removed.append(conn)
+        if self.on_remove is not None:
+            self.on_remove(conn)
+        else:
+            self.removed.append(conn)
 
     # -- checksum policy ----------------------------------------------------------------------
     def _verdict(self, status: str | None, src: bytes) -> str:
@@ -1382,6 +1420,10 @@ class ZeekTracker:
                 c.in_table = False
                 c.cancel_timers()
             self.table.clear()
+            if self.on_remove is not None:  # streaming: the rest go where the removed ones went
+                for c in rest:
+                    self.on_remove(c)
+                rest = []
             self._finished_conns = self.removed + rest
             self._finished = [c.row() for c in self._finished_conns]
         return self._finished
@@ -1535,6 +1577,9 @@ class ZeekObserver:
         self.decoder: ZeekDecoder | None = None
         self._tcp_streams: dict[int, list[_Conn]] = {}
         self._udp_streams: dict[int, list[_Conn]] = {}
+        # streaming (see start_streaming)
+        self._rows: RowSpool | None = None
+        self._ready: Callable[[str, int], None] | None = None
 
     def make_decoder(self) -> ZeekDecoder:
         """A decoder for the analysis to use (``AnalysisOptions.decoder_factory``)."""
@@ -1570,11 +1615,67 @@ class ZeekObserver:
     def rows(self) -> list[dict[str, Any]]:
         return self.tracker.finish()
 
+    # -- streaming (analyzers.streaming): rows written as Zeek removes connections ------------------
+    def start_streaming(self, ready: Callable[[str, int], None]) -> None:
+        """Write each row as soon as its connection is removed (Zeek logs it then too) and forget the
+        connection once the loopcap streams it links to are written; ``ready(kind, stream)`` is called
+        when a stream that :meth:`waiting` held back may be written now."""
+        self._rows = RowSpool()
+        self._ready = ready
+        self.tracker.on_remove = self._removed
+
+    def _removed(self, conn: _Conn) -> None:
+        assert self._rows is not None and self._ready is not None
+        row = conn.row()
+        self._rows.add(row)
+        conn.link = {k: row[k] for k in _LINK_FIELDS}
+        if isinstance(conn, _TcpConn):
+            conn.release()  # removed connections get no more packets (removal happens between them)
+        if conn.streams:
+            kind = "tcp" if isinstance(conn, _TcpConn) else "udp"
+            for stream in sorted(conn.streams):
+                self._ready(kind, stream)
+
+    def waiting(self, kind: str, stream: int) -> bool:
+        """Whether a connection ``stream`` went to is still in Zeek's table (its row can change)."""
+        lst = (self._tcp_streams if kind == "tcp" else self._udp_streams).get(stream)
+        return lst is not None and any(c.in_table for c in lst)
+
+    def add_links(self, kind: str, stream: int, item: dict[str, Any] | None) -> None:
+        """Name the row(s) of ``stream`` in its summary ``item`` (as :meth:`contribute` does), and
+        forget them (``item`` None: a stream that is not listed)."""
+        lst = (self._tcp_streams if kind == "tcp" else self._udp_streams).pop(stream, None)
+        if not lst:
+            return
+        if item is not None:
+            picked = [c.link for c in lst]
+            assert all(p is not None for p in picked), "a stream written before Zeek removed its connection"
+            _name_rows(item, kind, picked)  # type: ignore[arg-type]
+        for c in lst:
+            c.streams.discard(stream)
+
+    def finish_streaming(self) -> None:
+        """The end of the capture: the connections left in the table are removed (and written)."""
+        self.tracker.finish()
+
     def contribute(self, analysis: Analysis, doc: dict[str, Any]) -> None:
+        if self._rows is not None:  # streaming: the rows are spooled, the streams already name theirs
+            doc["zeek"] = self._rows.items()
+            self._checksums(doc)
+            return
         rows = self.tracker.finish()
         conns = self.tracker.connections
         index = {id(c): i for i, c in enumerate(conns)}
         doc["zeek"] = rows
+        self._checksums(doc)
+        for key, table in (("tcp", self._tcp_streams), ("udp", self._udp_streams)):
+            for item in doc.get(key, []):
+                lst = table.get(item.get("stream", -1))
+                if not lst:
+                    continue
+                _name_rows(item, key, [rows[index[id(c)]] for c in lst if id(c) in index])
+
+    def _checksums(self, doc: dict[str, Any]) -> None:
         rep = self.tracker.checksums
         if self.decoder is None:
             rep.verified = False
@@ -1584,22 +1685,53 @@ class ZeekObserver:
                 f"Zeek view: {rep.discarded} packet(s) discarded for bad checksums "
                 f"({rep.discarded_bad_ip} bad IPv4 header, {rep.discarded_bad} bad TCP/UDP/ICMP checksum, "
                 f"{rep.discarded_partial} offloaded partial checksum); use checksums='ignore' (zeek -C) to keep them")
-        for key, table in (("tcp", self._tcp_streams), ("udp", self._udp_streams)):
-            for item in doc.get(key, []):
-                lst = table.get(item.get("stream", -1))
-                if not lst:
-                    continue
-                picked = [rows[index[id(c)]] for c in lst if id(c) in index]
-                if len(picked) == 1:
-                    r = picked[0]
-                    item["zeek"] = {"uid": r["uid"], "conn_state": r["conn_state"], "history": r["history"],
-                                    "orig": {"ip": r["id.orig_h"], "port": r["id.orig_p"]},
-                                    "resp": {"ip": r["id.resp_h"], "port": r["id.resp_p"]}}
-                else:
-                    item["zeek"] = {"uids": [r["uid"] for r in picked],
-                                    "conn_states": [r["conn_state"] for r in picked],
-                                    "histories": [r["history"] for r in picked],
-                                    "note": f"Zeek logs this {key.upper()} stream as {len(picked)} connections"}
+
+
+#: the fields of a conn.log row that a loopcap stream's summary names
+_LINK_FIELDS = ("uid", "conn_state", "history", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
+
+
+def _name_rows(item: dict[str, Any], kind: str, picked: list[dict[str, Any]]) -> None:
+    """``item["zeek"]``: the conn.log row(s) a loopcap stream's packets went to."""
+    if len(picked) == 1:
+        r = picked[0]
+        item["zeek"] = {"uid": r["uid"], "conn_state": r["conn_state"], "history": r["history"],
+                        "orig": {"ip": r["id.orig_h"], "port": r["id.orig_p"]},
+                        "resp": {"ip": r["id.resp_h"], "port": r["id.resp_p"]}}
+    else:
+        item["zeek"] = {"uids": [r["uid"] for r in picked],
+                        "conn_states": [r["conn_state"] for r in picked],
+                        "histories": [r["history"] for r in picked],
+                        "note": f"Zeek logs this {kind.upper()} stream as {len(picked)} connections"}
+
+
+class RowSpool:
+    """Encoded rows in the order added, kept in an anonymous temporary file."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._f = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the items are read
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        from analyzers.jsonout import dumps_value
+
+        self._f.write(dumps_value(row).encode() + b"\n")
+        self.count += 1
+
+    def _lines(self) -> Iterator[str]:
+        self._f.seek(0)
+        try:
+            for line in self._f:
+                yield line[:-1].decode()
+        finally:
+            self._f.close()
+
+    def items(self) -> Any:
+        from analyzers.jsonout import EncodedItems
+
+        return EncodedItems(self.count, self._lines())
 
 
 def make_observers(options: ZeekOptions | None = None) -> list[ZeekObserver]:

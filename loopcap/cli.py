@@ -158,15 +158,16 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
         _fail(UsageError("--format parquet writes tables into a directory: give -w DIR"))
     total = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
     bar = progress_for(total, quiet=quiet)
+    shards = _stream_shards(paths, fmt, peers, engine, jobs, (stream, udp_stream, port, host))
     if peers and fmt in ("json", "parquet") and total >= BIG_CAPTURE_BYTES and not quiet:
         click.echo(f"loopcap: note: {total / 2**20:.0f} MB of captures with the peers' views (Wireshark's "
-                   "tcp.analysis flags, Zeek's conn_state) takes minutes and keeps every connection in "
-                   "memory; --no-peers streams the same analysis without them, about 6x faster in "
-                   "bounded memory", err=True)
+                   "tcp.analysis flags, Zeek's conn_state) takes minutes"
+                   + ("" if shards else " and keeps every connection in memory")
+                   + "; --no-peers gives the same analysis without them, about 8x faster on every core",
+                   err=True)
     docs: list[dict[str, Any]] = []
     try:
         opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
-        shards = _stream_shards(paths, fmt, peers, engine, jobs, (stream, udp_stream, port, host))
         if shards < 0:
             # several files, JSON Lines, no peers' views: each streamed, -shards at a time
             from analyzers.streaming import write_json_lines
@@ -176,8 +177,8 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
             sys.stdout.flush()
             return
         if shards:
-            # one file, JSON, no peers' views: streamed in bounded memory (on every core when the file
-            # is large), the same document
+            # one file, JSON: streamed in bounded memory (without the peers' views on every core when
+            # the file is large), the same document
             with bar:
                 if shards == 1:
                     from analyzers.streaming import analyze_file_to_json
@@ -227,11 +228,13 @@ def _stream_shards(paths: list[str], fmt: str, peers: bool, engine: str, jobs: i
                    filters: tuple[object, ...]) -> int:
     """How ``analyze`` streams (see analyzers.streaming and .shardstream): N > 0 processes for one
     file, -N for several files N at a time (JSON Lines), 0 when it cannot: what it writes must be
-    JSON of the core analysis (no peers' views, no filters) computed on this machine."""
+    JSON (no filters) computed on this machine; with the peers' views, one file in one process."""
     from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
 
-    if fmt != "json" or peers or engine != "local" or any(f is not None for f in filters):
+    if fmt != "json" or engine != "local" or any(f is not None for f in filters):
         return 0
+    if peers:  # the peers' views stream in one process (Zeek's timers and row order are the capture's)
+        return 1 if len(paths) == 1 else 0
     j = default_jobs() if jobs is None else jobs
     if len(paths) > 1:
         return -j
