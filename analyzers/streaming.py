@@ -179,15 +179,16 @@ def _json_line_task(path: str, options: AnalysisOptions, out_path: str
 
 
 def write_json_lines(paths: list[str], out: IO[str], options: AnalysisOptions | None = None, *, jobs: int = 1,
-                     progress: Any = None) -> None:
+                     progress: Any = None, fresh_options: Callable[[], AnalysisOptions] | None = None) -> None:
     """The documents of ``paths``, one line each in the order given (JSON Lines), each file streamed
     in bounded memory, ``jobs`` files at a time: the workers write the JSON text themselves (to spool
-    files) and this process only copies it out, so that it does not become the bottleneck."""
+    files) and this process only copies it out, so that it does not become the bottleneck.
+    ``fresh_options``: options made anew for each file (the peers' views keep state), in this process."""
     opts = options or AnalysisOptions()
-    if jobs <= 1 or len(paths) < 2:
+    if fresh_options is not None or jobs <= 1 or len(paths) < 2:
         for p in paths:
             size = os.path.getsize(p) if os.path.isfile(p) else 0
-            res = analyze_file_to_json(p, out, opts, one_line=True)
+            res = analyze_file_to_json(p, out, fresh_options() if fresh_options is not None else opts, one_line=True)
             if progress is not None:
                 progress.advance_file(size, res.packets)
         return

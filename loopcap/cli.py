@@ -166,14 +166,18 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                    + "; --no-peers gives the same analysis without them, about 8x faster on every core",
                    err=True)
     docs: list[dict[str, Any]] = []
+
+    def fresh() -> AnalysisOptions:  # the peers' views keep state: one set per capture
+        return _options(server_port, http=not no_http, peers=peers, checksums=checksums)
     try:
-        opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
+        opts = fresh()
         if shards < 0:
-            # several files, JSON Lines, no peers' views: each streamed, -shards at a time
+            # several files, JSON Lines: each streamed, -shards at a time (with the peers' views, one by one)
             from analyzers.streaming import write_json_lines
 
             with bar:
-                write_json_lines(paths, sys.stdout, opts, jobs=-shards, progress=bar)
+                write_json_lines(paths, sys.stdout, opts, jobs=-shards, progress=bar,
+                                 fresh_options=fresh if peers else None)
             sys.stdout.flush()
             return
         if shards:
@@ -193,7 +197,8 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
             return
         with bar:
             for i, (path, full) in enumerate(analyze_paths(paths, opts, jobs=jobs, engine=engine,
-                                                           scheduler=scheduler, progress=bar)):
+                                                           scheduler=scheduler, progress=bar,
+                                                           fresh_options=fresh if peers else None)):
                 doc = filter_doc(full, stream=stream, udp_stream=udp_stream, port=port, host=host)
                 if fmt == "parquet":
                     docs.append(doc)
@@ -234,7 +239,7 @@ def _stream_shards(paths: list[str], fmt: str, peers: bool, engine: str, jobs: i
     if fmt != "json" or engine != "local" or any(f is not None for f in filters):
         return 0
     if peers:  # the peers' views stream in one process (Zeek's timers and row order are the capture's)
-        return 1 if len(paths) == 1 else 0
+        return 1 if len(paths) == 1 else -1
     j = default_jobs() if jobs is None else jobs
     if len(paths) > 1:
         return -j

@@ -201,3 +201,19 @@ def test_ctrl_c_while_python_imports_loopcap_ends_quietly_with_130() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 130
     assert proc.stderr == "loopcap: interrupted\n"
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--format=text"])
+def test_several_files_with_the_peers_views_each_get_their_own(fmt: str) -> None:
+    """The peers' views keep state (Zeek's table, its rows): each file gets a fresh set.  They were
+    shared, and the second file's document listed the first file's conn.log rows."""
+    files = [str(ECHO), str(UDP), str(HTTP)]
+    code, together, _ = run("analyze", fmt, "-q", *files)
+    assert code == 0
+    alone = [run("analyze", fmt, "-q", f)[1] for f in files]
+    if fmt == "--json":
+        docs = [json.loads(line) for line in together.splitlines()]
+        assert docs == [json.loads(a) for a in alone]
+        assert [{r["proto"] for r in d["zeek"]} for d in docs] == [{"tcp"}, {"udp"}, {"tcp"}]
+    else:
+        assert together == "\n".join(alone)
