@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
@@ -133,6 +133,13 @@ def analyze_file_to_json_sharded(path: str | os.PathLike[str], out: IO[str], opt
                                  *, jobs: int = 2) -> Analysis:
     """:func:`analyzers.streaming.analyze_file_to_json` on ``jobs`` processes (flow shards); the
     same document."""
+    return analyze_file_sharded(path, lambda doc: write_document(doc, out), options, jobs=jobs)
+
+
+def analyze_file_sharded(path: str | os.PathLike[str], consume: Callable[[dict[str, Any]], None],
+                         options: AnalysisOptions | None = None, *, jobs: int = 2) -> Analysis:
+    """:func:`analyzers.streaming.analyze_file_streamed` on ``jobs`` processes (flow shards): the same
+    document, handed to ``consume``."""
     opts = options or AnalysisOptions()
     if opts.observers or opts.keep_payload or opts.decoder_factory is not None:
         raise ValueError("a streamed analysis takes no observers, keeps no payloads and uses the plain decoder")
@@ -166,7 +173,7 @@ def analyze_file_to_json_sharded(path: str | os.PathLike[str], out: IO[str], opt
         counts = {kind: sum(len(s.frames[kind]) for s in spools) for kind in ("tcp", "udp")}
         doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp")),  # type: ignore[arg-type]
                            udp=EncodedItems(counts["udp"], _numbered(spools, "udp")))  # type: ignore[arg-type]
-        write_document(doc, out)
+        consume(doc)
         return base
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -98,7 +98,17 @@ def streams_with(options: AnalysisOptions) -> bool:
 
 def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: AnalysisOptions | None = None,
                          *, progress: Any = None, one_line: bool = False) -> Analysis:
-    """Analyze ``path`` streaming (bounded memory) and write its ``loopcap/1`` document to ``out``.
+    """Analyze ``path`` streaming (bounded memory) and write its ``loopcap/1`` document to ``out``
+    (see :func:`analyze_file_streamed`)."""
+    return analyze_file_streamed(path, lambda doc: write_document(doc, out, one_line=one_line), options,
+                                 progress=progress)
+
+
+def analyze_file_streamed(path: str | os.PathLike[str], consume: Callable[[dict[str, Any]], None],
+                          options: AnalysisOptions | None = None, *, progress: Any = None) -> Analysis:
+    """Analyze ``path`` streaming (bounded memory) and hand its ``loopcap/1`` document to ``consume``,
+    with ``tcp`` and ``udp`` as :class:`~analyzers.jsonout.EncodedItems` (a count, then each
+    connection's JSON text in stream order, read back from the spool once).
 
     Kept payloads need every connection until the end: they are refused here (use
     :func:`~analyzers.analysis.analyze_file`), as are observers that cannot stream
@@ -160,8 +170,7 @@ def analyze_file_to_json(path: str | os.PathLike[str], out: IO[str], options: An
             write(kind, stream, summary)
         held.clear()
         res.streamed_warnings = [w for _, ws in sorted(warned, key=lambda x: x[0]) for w in ws]
-        write_document(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()),  # type: ignore[arg-type]
-                       out, one_line=one_line)
+        consume(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()))  # type: ignore[arg-type]
     finally:
         for spool in spools.values():
             spool.close()

@@ -7,9 +7,11 @@ Plain ASCII, deterministic (golden-file tested); colour is optional and off when
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from analyzers.jsonout import EncodedItems
 from analyzers.services import port_label
 
 Style = Callable[..., str]
@@ -328,22 +330,31 @@ def render_udp(u: dict[str, Any], style: Style = _plain, max_datagrams: int | No
 
 
 def render(doc: dict[str, Any], style: Style = _plain, *, all_datagrams: bool = False) -> str:
-    out: list[str] = []
+    return "".join(iter_render(doc, style, all_datagrams=all_datagrams))
+
+
+def _items(value: Any) -> Iterator[dict[str, Any]]:
+    """A document's connections: a list of summaries, or (streamed) their JSON texts."""
+    if isinstance(value, EncodedItems):
+        for text in value.items:
+            yield json.loads(text)
+    else:
+        yield from value
+
+
+def iter_render(doc: dict[str, Any], style: Style = _plain, *, all_datagrams: bool = False) -> Iterator[str]:
+    """:func:`render` piece by piece (a connection at a time), for a streamed document too."""
     lts = ", ".join(x["name"] for x in doc["link_types"]) or "no link type"
-    out.append(style(f"loopcap analysis of {doc['file']}", bold=True))
     t = doc["time"]
     dur = (t["last"] - t["first"]) if t["first"] is not None and t["last"] is not None else 0.0
-    out.append(f"  {doc['format']} capture, {lts}; {_plural(doc['packets'], 'packet')} over {dur:.6f} s")
-    out.append(f"  {_plural(len(doc['tcp']), 'TCP connection')}, {_plural(len(doc['udp']), 'UDP conversation')}"
-               + (" shown (filtered)" if doc.get("filtered") else ""))
-    for c in doc["tcp"]:
-        out.append("")
-        out.extend(render_tcp(c, style))
-    for u in doc["udp"]:
-        out.append("")
-        out.extend(render_udp(u, style, None if all_datagrams else 20))
+    yield "\n".join([
+        style(f"loopcap analysis of {doc['file']}", bold=True),
+        f"  {doc['format']} capture, {lts}; {_plural(doc['packets'], 'packet')} over {dur:.6f} s",
+        f"  {_plural(len(doc['tcp']), 'TCP connection')}, {_plural(len(doc['udp']), 'UDP conversation')}"
+        + (" shown (filtered)" if doc.get("filtered") else "")]) + "\n"
+    for c in _items(doc["tcp"]):
+        yield "\n" + "\n".join(render_tcp(c, style)) + "\n"
+    for u in _items(doc["udp"]):
+        yield "\n" + "\n".join(render_udp(u, style, None if all_datagrams else 20)) + "\n"
     if doc["warnings"]:
-        out.append("")
-        for w in doc["warnings"]:
-            out.append(style(f"warning: {w}", fg="yellow"))
-    return "\n".join(out) + "\n"
+        yield "\n" + "".join(style(f"warning: {w}", fg="yellow") + "\n" for w in doc["warnings"])

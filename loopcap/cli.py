@@ -180,6 +180,11 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                                  fresh_options=fresh if peers else None)
             sys.stdout.flush()
             return
+        if fmt == "text" and engine == "local" and all(f is None for f in (stream, udp_stream, port, host)):
+            # the walkthrough, a connection at a time, from a streamed analysis (bounded memory)
+            with bar:
+                _stream_text(paths, fresh, peers, jobs, style, all_datagrams, bar)
+            return
         if shards:
             # one file, JSON: streamed in bounded memory (without the peers' views on every core when
             # the file is large), the same document
@@ -223,6 +228,38 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                 click.echo(f"{name}: {where}")
     except LoopcapError as err:
         _fail(err)
+
+
+def _stream_text(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: bool, jobs: int | None,
+                 style: Any, all_datagrams: bool, bar: Any) -> None:
+    """``analyze`` as text: each file streamed (on every core without the peers' views when it is
+    large) and its walkthrough written a connection at a time; its warnings to stderr."""
+    from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
+    from analyzers.streaming import analyze_file_streamed
+    from analyzers.walkthrough import iter_render
+
+    j = default_jobs() if jobs is None else jobs
+    for i, path in enumerate(paths):
+        warnings: list[str] = []
+
+        def show(doc: dict[str, Any], first: bool = not i, warnings: list[str] = warnings) -> None:
+            if not first:
+                click.echo("")
+            for piece in iter_render(doc, style, all_datagrams=all_datagrams):
+                click.echo(piece, nl=False)
+            warnings.extend(doc["warnings"])
+
+        big = os.path.isfile(path) and os.path.getsize(path) >= DEFAULT_SPLIT_BYTES
+        if not peers and j > 1 and big:
+            from analyzers.shardstream import analyze_file_sharded
+
+            res = analyze_file_sharded(path, show, fresh(), jobs=j)
+            bar.advance_file(os.path.getsize(path), res.packets)
+        else:
+            analyze_file_streamed(path, show, fresh(), progress=bar)
+        sys.stdout.flush()
+        for w in warnings:
+            click.echo(f"loopcap: warning: {path}: {w}", err=True)
 
 
 #: from this much capture data on, ``analyze`` with the peers' views says that --no-peers streams

@@ -379,3 +379,28 @@ def test_a_large_capture_with_the_peers_views_says_that_no_peers_is_faster(monke
     monkeypatch.setattr(cli, "BIG_CAPTURE_BYTES", 1 << 40)
     small = runner.invoke(cli.cli, ["analyze", "--json", p])
     assert "--no-peers" not in small.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--no-peers"], ["--no-peers", "-j", "2"]])
+def test_the_text_walkthrough_is_streamed_and_equals_the_in_memory_one(args: list[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``loopcap analyze FILE`` (the walkthrough, with or without the peers' views, sharded when the
+    file is large) renders a connection at a time from a streamed analysis: the same text as the
+    in-memory document rendered whole, warnings included."""
+    from click.testing import CliRunner
+    from conftest import corpus_dir, fixture_pcaps
+
+    import analyzers.parallel
+    from analyzers.walkthrough import render
+    from loopcap import cli
+
+    monkeypatch.setattr(analyzers.parallel, "DEFAULT_SPLIT_BYTES", 1)  # every file counts as large
+    paths = [str(p) for p in fixture_pcaps()] + [str(p) for p in sorted(corpus_dir().rglob("*.pcap*"))[:6]]
+    runner = CliRunner()
+    for p in paths:
+        opts = peers() if not args else AnalysisOptions()
+        doc = analyze_file(p, opts).to_dict()
+        got = runner.invoke(cli.cli, ["analyze", "-q", *args, p])
+        assert got.exit_code == 0, got.output
+        assert got.stdout == render(doc), p
+        assert got.stderr == "".join(f"loopcap: warning: {p}: {w}\n" for w in doc["warnings"])
