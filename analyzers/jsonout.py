@@ -16,7 +16,7 @@ Lines) encodes value by value, so the same document always has the same bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 # no circular-reference bookkeeping: documents are trees (9% of the encoding time)
@@ -62,6 +62,16 @@ class EncodedItems:
 
     def __len__(self) -> int:
         return self.count
+
+
+def decoded_items(value: Any) -> Iterator[Any]:
+    """A top-level list's items: the list's own, or (streamed, :class:`EncodedItems`) each decoded
+    from its JSON text, once."""
+    if isinstance(value, EncodedItems):
+        for text in value.items:
+            yield json.loads(text)
+    else:
+        yield from value
 
 
 def iter_document(doc: Mapping[str, Any], *, one_line: bool = False) -> Iterable[str]:

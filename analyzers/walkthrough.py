@@ -7,11 +7,10 @@ Plain ASCII, deterministic (golden-file tested); colour is optional and off when
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from analyzers.jsonout import EncodedItems
+from analyzers.jsonout import decoded_items
 from analyzers.services import port_label
 
 Style = Callable[..., str]
@@ -333,15 +332,6 @@ def render(doc: dict[str, Any], style: Style = _plain, *, all_datagrams: bool = 
     return "".join(iter_render(doc, style, all_datagrams=all_datagrams))
 
 
-def _items(value: Any) -> Iterator[dict[str, Any]]:
-    """A document's connections: a list of summaries, or (streamed) their JSON texts."""
-    if isinstance(value, EncodedItems):
-        for text in value.items:
-            yield json.loads(text)
-    else:
-        yield from value
-
-
 def iter_render(doc: dict[str, Any], style: Style = _plain, *, all_datagrams: bool = False) -> Iterator[str]:
     """:func:`render` piece by piece (a connection at a time), for a streamed document too."""
     lts = ", ".join(x["name"] for x in doc["link_types"]) or "no link type"
@@ -352,9 +342,9 @@ def iter_render(doc: dict[str, Any], style: Style = _plain, *, all_datagrams: bo
         f"  {doc['format']} capture, {lts}; {_plural(doc['packets'], 'packet')} over {dur:.6f} s",
         f"  {_plural(len(doc['tcp']), 'TCP connection')}, {_plural(len(doc['udp']), 'UDP conversation')}"
         + (" shown (filtered)" if doc.get("filtered") else "")]) + "\n"
-    for c in _items(doc["tcp"]):
+    for c in decoded_items(doc["tcp"]):
         yield "\n" + "\n".join(render_tcp(c, style)) + "\n"
-    for u in _items(doc["udp"]):
+    for u in decoded_items(doc["udp"]):
         yield "\n" + "\n".join(render_udp(u, style, None if all_datagrams else 20)) + "\n"
     if doc["warnings"]:
         yield "\n" + "".join(style(f"warning: {w}", fg="yellow") + "\n" for w in doc["warnings"])

@@ -18,6 +18,7 @@ import click
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file
 from analyzers.errors import LoopcapError, UsageError
+from analyzers.jsonout import decoded_items
 from loopcap import __version__
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -57,19 +58,26 @@ def filter_doc(doc: dict[str, Any], *, stream: int | None, udp_stream: int | Non
             return False
         return host is None or _match_host(c, host) or _match_host(s, host)
 
-    tcp = [c for c in doc["tcp"] if keep(c)]
-    udp = [u for u in doc["udp"] if keep(u)]
-    if stream is not None or udp_stream is not None:
-        tcp = [c for c in tcp if c["stream"] == stream] if stream is not None else []
-        udp = [u for u in udp if u["stream"] == udp_stream] if udp_stream is not None else []
-        if stream is not None and not tcp:
-            ids = [c["stream"] for c in doc["tcp"]]
-            have = f"streams {ids[0]}-{ids[-1]}" if ids else "no TCP connections"
-            raise UsageError(f"no TCP stream {stream} matches (the capture has {have})")
-        if udp_stream is not None and not udp:
-            ids = [u["stream"] for u in doc["udp"]]
-            have = f"UDP streams {ids[0]}-{ids[-1]}" if ids else "no UDP conversations"
-            raise UsageError(f"no UDP stream {udp_stream} matches (the capture has {have})")
+    def pick(items: Any, wanted: int | None, kind: str) -> list[dict[str, Any]]:
+        # one pass (a streamed document's connections can be read once): the matches, and the
+        # stream numbers there are for the message when ``wanted`` is not among them
+        by_number = stream is not None or udp_stream is not None
+        got: list[dict[str, Any]] = []
+        first = last = None
+        for it in decoded_items(items):
+            if first is None:
+                first = it["stream"]
+            last = it["stream"]
+            if keep(it) and (not by_number or it["stream"] == wanted):
+                got.append(it)
+        if wanted is not None and not got:
+            none = "no TCP connections" if kind == "TCP" else "no UDP conversations"
+            have = f"{'UDP streams' if kind == 'UDP' else 'streams'} {first}-{last}" if first is not None else none
+            raise UsageError(f"no {kind} stream {wanted} matches (the capture has {have})")
+        return got
+
+    tcp = pick(doc["tcp"], stream, "TCP")
+    udp = pick(doc["udp"], udp_stream, "UDP")
     out = dict(doc)
     out["tcp"] = tcp
     out["udp"] = udp
@@ -143,7 +151,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     from analyzers.jsonout import json_line, write_document
     from analyzers.parallel import analyze_paths, capture_files
     from analyzers.progress import progress_for
-    from analyzers.walkthrough import render
+    from analyzers.walkthrough import iter_render, render
 
     if as_json:
         fmt = "json"
@@ -180,10 +188,28 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                                  fresh_options=fresh if peers else None)
             sys.stdout.flush()
             return
-        if fmt == "text" and engine == "local" and all(f is None for f in (stream, udp_stream, port, host)):
-            # the walkthrough, a connection at a time, from a streamed analysis (bounded memory)
+        filtered = any(f is not None for f in (stream, udp_stream, port, host))
+        if engine == "local" and (fmt == "text" or (fmt == "json" and filtered)):
+            # the walkthrough, or a filtered document, from a streamed analysis (bounded memory): the
+            # walkthrough a connection at a time, a filter keeping only its matches
+            def emit(doc: dict[str, Any], first: bool) -> None:
+                doc = filter_doc(doc, stream=stream, udp_stream=udp_stream, port=port, host=host)
+                if fmt == "json":
+                    if len(paths) > 1:
+                        sys.stdout.write(json_line(doc))
+                    else:
+                        write_document(doc, sys.stdout)
+                    return
+                if not first:
+                    click.echo("")
+                for piece in iter_render(doc, style, all_datagrams=all_datagrams or udp_stream is not None):
+                    click.echo(piece, nl=False)
+
             with bar:
-                _stream_text(paths, fresh, peers, jobs, style, all_datagrams, bar)
+                try:
+                    _stream_each(paths, fresh, peers, jobs, bar, emit, warn=fmt == "text")
+                except BrokenPipeError:  # click would exit 1 on it
+                    _piped_away()
             return
         if shards:
             # one file, JSON: streamed in bounded memory (without the peers' views on every core when
@@ -230,23 +256,20 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
         _fail(err)
 
 
-def _stream_text(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: bool, jobs: int | None,
-                 style: Any, all_datagrams: bool, bar: Any) -> None:
-    """``analyze`` as text: each file streamed (on every core without the peers' views when it is
-    large) and its walkthrough written a connection at a time; its warnings to stderr."""
+def _stream_each(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: bool, jobs: int | None,
+                 bar: Any, emit: Callable[[dict[str, Any], bool], None], *, warn: bool) -> None:
+    """Each file analyzed streaming (on every core without the peers' views when it is large), its
+    document handed to ``emit(doc, first)`` with its connections to be read once; with ``warn`` its
+    warnings to stderr afterwards."""
     from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
     from analyzers.streaming import analyze_file_streamed
-    from analyzers.walkthrough import iter_render
 
     j = default_jobs() if jobs is None else jobs
     for i, path in enumerate(paths):
         warnings: list[str] = []
 
         def show(doc: dict[str, Any], first: bool = not i, warnings: list[str] = warnings) -> None:
-            if not first:
-                click.echo("")
-            for piece in iter_render(doc, style, all_datagrams=all_datagrams):
-                click.echo(piece, nl=False)
+            emit(doc, first)
             warnings.extend(doc["warnings"])
 
         big = os.path.isfile(path) and os.path.getsize(path) >= DEFAULT_SPLIT_BYTES
@@ -258,7 +281,7 @@ def _stream_text(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: 
         else:
             analyze_file_streamed(path, show, fresh(), progress=bar)
         sys.stdout.flush()
-        for w in warnings:
+        for w in warnings if warn else ():
             click.echo(f"loopcap: warning: {path}: {w}", err=True)
 
 
@@ -391,12 +414,16 @@ def main() -> None:
         click.echo("loopcap: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
-        # output piped into `head` and closed: not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+        _piped_away()
     except LoopcapError as err:
         _fail(err)
+
+
+def _piped_away() -> NoReturn:
+    """Output piped into ``head`` (or a pager) that closed it: not an error, and no noise at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 if __name__ == "__main__":

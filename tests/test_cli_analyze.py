@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -217,3 +218,47 @@ def test_several_files_with_the_peers_views_each_get_their_own(fmt: str) -> None
         assert [{r["proto"] for r in d["zeek"]} for d in docs] == [{"tcp"}, {"udp"}, {"tcp"}]
     else:
         assert together == "\n".join(alone)
+
+
+@pytest.mark.parametrize("filters", [["--stream", "1"], ["--port", "9999"], ["--host", "::1"], ["--udp-stream", "0"],
+                                     ["--port", "80", "--stream", "0"], ["--stream", "99"], ["--udp-stream", "7"]])
+def test_filtered_output_is_streamed_and_equals_filtering_the_whole_document(filters: list[str]) -> None:
+    """--stream / --udp-stream / --port / --host read a streamed analysis once, keeping only the
+    matches: the same JSON and text as filtering the in-memory document, the same error when
+    nothing matches."""
+    from analyzers.analysis import analyze_file
+    from analyzers.errors import UsageError
+    from analyzers.jsonout import document_text
+    from analyzers.walkthrough import render
+    from loopcap.cli import _options, filter_doc
+
+    args = {"--stream": "stream", "--udp-stream": "udp_stream", "--port": "port", "--host": "host"}
+    kw: dict[str, Any] = {v: None for v in args.values()}
+    for flag, value in zip(filters[::2], filters[1::2], strict=True):
+        kw[args[flag]] = value if flag == "--host" else int(value)
+    for p in [PCAPS / "concurrent-ipv4.pcap", PCAPS / "tcp-echo-ipv6.pcap", HTTP, UDP]:
+        doc = analyze_file(p, _options((), peers=True)).to_dict()
+        try:
+            want = filter_doc(doc, **kw)
+        except UsageError as err:
+            code, out, errtext = run("analyze", "--json", "-q", str(p), *filters)
+            assert code == 2 and str(err) in errtext and not out
+            continue
+        code, out, _ = run("analyze", "--json", "-q", str(p), *filters)
+        assert code == 0 and out == document_text(want), p
+        code, out, _ = run("analyze", "-q", str(p), *filters)
+        assert code == 0 and out == render(want, all_datagrams=kw["udp_stream"] is not None), p
+
+
+def test_output_piped_into_head_ends_quietly_with_exit_code_0() -> None:
+    """The walkthrough is written a connection at a time: a reader that stops early (``| head``)
+    must not turn into exit code 1 or a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "loopcap", "analyze", "-q", str(PCAPS / "concurrent-ipv4.pcap"),
+                             str(PCAPS / "bulk-ipv4.pcap"), str(HTTP)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"loopcap analysis of")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in err and b"Broken pipe" not in err
