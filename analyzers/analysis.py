@@ -303,7 +303,6 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
     idle = tcp.idle_limit_ns  # streaming: a connection silent longer takes the full path (to end it)
     unpack_tcp = _TCP_HEADER.unpack_from
     feed_tcp = tcp.feed
-    feed_udp = udp.feed
     n = 0
     first_ts: int | None = None
     ts = 0
@@ -351,22 +350,31 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                 feed_tcp(TcpSegment(frame, ts, version, src, dst, sport, dport, seq, ack, flags, window,
                                     data[l4 + 20:l4 + hlen], payload, paylen, ip_bytes))
                 continue
-        if raw_owner is not None:
-            o = raw_owner(linktype, data, shards)
-            if o != k:
-                if o < 0:
-                    assert flow_owner is not None
-                    _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
-                continue
-        x = decode(frame, ts, linktype, data, wirelen)
-        cls = x.__class__
-        if cls is TcpSegment:
-            feed_tcp(x)  # type: ignore[arg-type]
-        elif cls is UdpDatagram:
-            feed_udp(x)  # type: ignore[arg-type]
-        else:
-            _other(x, res, tcp, udp)
+        decode_and_feed(frame, ts, linktype, data, wirelen, res, decode, tcp, udp, k, shards, raw_owner, flow_owner)
     return n, first_ts, ts
+
+
+def decode_and_feed(frame: int, ts: int, linktype: int, data: bytes, wirelen: int, res: Analysis,
+                    decode: Callable[..., object], tcp: TcpTracker, udp: UdpTracker, k: int = 0, shards: int = 1,
+                    raw_owner: Callable[[int, bytes, int], int] | None = None,
+                    flow_owner: Callable[[bytes, int, bytes, int, int], int] | None = None) -> None:
+    """A packet the fast loops do not take in place: decoded and fed to its tracker (sharded: only
+    when its flow is shard ``k``'s, see :func:`_loop_fast`)."""
+    if raw_owner is not None:
+        o = raw_owner(linktype, data, shards)
+        if o != k:
+            if o < 0:
+                assert flow_owner is not None
+                _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
+            return
+    x = decode(frame, ts, linktype, data, wirelen)
+    cls = x.__class__
+    if cls is TcpSegment:
+        tcp.feed(x)  # type: ignore[arg-type]
+    elif cls is UdpDatagram:
+        udp.feed(x)  # type: ignore[arg-type]
+    else:
+        _other(x, res, tcp, udp)
 
 
 def _owned(x: object, res: Analysis, tcp: TcpTracker, udp: UdpTracker, k: int, shards: int,

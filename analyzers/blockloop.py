@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from analyzers.decode import TcpSegment, UdpDatagram
+from analyzers.decode import TcpSegment
 from analyzers.pcapfile import CaptureReader, PacketRecord, RecordBlock
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                 progress: Callable[[int], None] | None = None) -> tuple[int, int | None, int]:
     """:func:`analyzers.analysis._loop_fast` over the reader's blocks of records (same arguments,
     same result); ``progress`` is called with the packet count after each block."""
-    from analyzers.analysis import EXPIRE_EVERY
+    from analyzers.analysis import EXPIRE_EVERY, decode_and_feed
 
     k, shards, raw_owner, flow_owner = shard if shard is not None else (0, 1, None, None)
     by_key = tcp._by_key
@@ -163,8 +163,8 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
             if streaming and not n % EXPIRE_EVERY:
                 tcp.expire(ts)
                 udp.expire(ts)
-            _generic(rec.frame, ts, rec.linktype, rec.data, rec.wirelen, res, decode, tcp, udp,
-                     k, shards, raw_owner, flow_owner)
+            decode_and_feed(rec.frame, ts, rec.linktype, rec.data, rec.wirelen, res, decode, tcp, udp,
+                            k, shards, raw_owner, flow_owner)
             continue
         buf = block.buf
         linktype = block.linktype
@@ -183,8 +183,8 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                     tcp.expire(ts)
                     udp.expire(ts)
                 p = pl[i]
-                _generic(block.frame0 + i + 1, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
-                         k, shards, raw_owner, flow_owner)
+                decode_and_feed(block.frame0 + i + 1, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode,
+                                tcp, udp, k, shards, raw_owner, flow_owner)
         else:
             if len(flows) > MAX_CACHED_FLOWS:
                 flows.clear()
@@ -240,34 +240,10 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                                         buf[ps:stop], pwl[i], ip_bytes))
                     continue
                 p = pl[i]
-                _generic(frame, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
-                         k, shards, raw_owner, flow_owner)
+                decode_and_feed(frame, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
+                                k, shards, raw_owner, flow_owner)
         if tsl:
             ts = tsl[-1]
         if progress is not None:
             progress(n)
     return n, first_ts, ts
-
-
-def _generic(frame: int, ts: int, linktype: int, data: bytes, wirelen: int, res: Analysis,
-             decode: Callable[..., object], tcp: TcpTracker, udp: UdpTracker, k: int, shards: int,
-             raw_owner: Callable[[int, bytes, int], int] | None,
-             flow_owner: Callable[[bytes, int, bytes, int, int], int] | None) -> None:
-    """A packet the fast path does not take: exactly the tail of ``_loop_fast``."""
-    from analyzers.analysis import _other, _owned
-
-    if raw_owner is not None:
-        o = raw_owner(linktype, data, shards)
-        if o != k:
-            if o < 0:
-                assert flow_owner is not None
-                _owned(decode(frame, ts, linktype, data, wirelen), res, tcp, udp, k, shards, flow_owner)
-            return
-    x = decode(frame, ts, linktype, data, wirelen)
-    cls = x.__class__
-    if cls is TcpSegment:
-        tcp.feed(x)  # type: ignore[arg-type]
-    elif cls is UdpDatagram:
-        udp.feed(x)  # type: ignore[arg-type]
-    else:
-        _other(x, res, tcp, udp)

@@ -455,21 +455,23 @@ class TcpAnalysisObserver:
 
     def __init__(self, *, record_completeness: bool = False) -> None:
         self.analyzer = TcpAnalyzer(record_completeness=record_completeness)
-        self._last_by_key: dict[tuple[object, ...], int] = {}
-        self._reused: set[int] = set()
+        #: the 4-tuples seen (by hash, in order of last use): a new stream on one of them reuses it
+        self._seen: dict[int, None] = {}
         self._streaming = False
 
     def on_tcp(self, conn: TcpConnection, seg: TcpSegment) -> None:
         stream = conn.stream
         reused = False
-        if stream not in self.analyzer.conversations:
+        if stream not in self.analyzer.conversations:  # its first segment (a stream is never resumed)
             a, b = conn.ep
-            key = (a, b) if a <= b else (b, a)
-            prev = self._last_by_key.pop(key, None)
-            reused = prev is not None and prev != stream
-            self._last_by_key[key] = stream  # (re)inserted: the dict is in order of last use
-            if self._streaming and len(self._last_by_key) > MAX_REMEMBERED_TUPLES:
-                del self._last_by_key[next(iter(self._last_by_key))]
+            key = hash((a, b) if a <= b else (b, a))  # a tombstone must cost little, as in TcpTracker
+            seen = self._seen
+            reused = key in seen
+            if reused:
+                del seen[key]
+            seen[key] = None  # (re)inserted: the dict is in order of last use
+            if self._streaming and len(seen) > MAX_REMEMBERED_TUPLES:
+                del seen[next(iter(seen))]
         self.analyzer.feed(stream, conn.direction_of(seg), seg, reused=reused)
 
     def on_udp(self, conv: UdpConversation, dg: object) -> None:

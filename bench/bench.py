@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--packets", type=int, help="packets in the benchmark capture (default 1,000,000)")
     ap.add_argument("--runs", type=int, help="runs per contender; the median is reported (default 3)")
     ap.add_argument("--slow-runs", type=int, default=1, help="runs of scapy and pyshark (default 1)")
+    ap.add_argument("--no-memory-default", dest="memory_default", action="store_false",
+                    help="skip the default command's memory point (about 5 minutes at 5M packets)")
     ap.add_argument("--memory-packets", type=int,
                     help="also measure loopcap's peak memory on a capture this large (default 5,000,000; 0: skip)")
     ap.add_argument("--pyshark-packets", type=int, help="packets of the cut pyshark reads (default 10,000)")
@@ -385,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_row("tcpdump -nn -r (prints, no tracking)", ["tcpdump", "-nn", "-r", str(pcap)], pcap)
     bench_row("cat (reading the file)", ["cat", str(pcap)], pcap)
     doc_path = out / f"loopcap-{tag}.json"
-    lc = bench_row("loopcap analyze --json", [*loopcap_cli, str(pcap)], pcap, keep=doc_path)
-    bench_row("loopcap analyze --json", [*loopcap_cli, str(pcapng)], pcapng)
+    default_name = "loopcap analyze --json (default: with the peers' views, streamed, 1 process)"
+    lc = bench_row(default_name, [*loopcap_cli, str(pcap)], pcap, keep=doc_path)
+    bench_row(default_name, [*loopcap_cli, str(pcapng)], pcapng)
     # the same analysis as the multi-core engines (which cannot run the peer observers across processes)
     help_text = subprocess.run([*loopcap_cli[:-1], "--help"], capture_output=True, text=True, cwd=REPO).stdout
     no_peers = ["--no-peers"] if "--no-peers" in help_text else []
@@ -443,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
             mem = {"packets_small": n, "peak_mb_small": round(lc_one.peak_mb, 1), "packets_big": mem_n,
                    "peak_mb_big": round(r.peak_mb, 1), "growth": round(r.peak_mb / lc_one.peak_mb, 2),
                    "seconds_big": round(r.median, 2)}
+        if a.memory_default and not lc.skipped:
+            # the default command (the peers' views too) streams as well: the same two sizes
+            d = bench_row("loopcap analyze --json, default (memory point)", [*loopcap_cli, str(big)], big, times=1,
+                          keep=out / "mem-big.json", ratio_to=None, mem_limit=cap)
+            (out / "mem-big.json").unlink(missing_ok=True)
+            if not d.skipped and mem:
+                mem.update(default_peak_mb_small=round(lc.peak_mb, 1), default_peak_mb_big=round(d.peak_mb, 1),
+                           default_growth=round(d.peak_mb / lc.peak_mb, 2))
     results["memory"] = mem
 
     # -- multi-core and Dask on a set of files ------------------------------------------------------
@@ -579,6 +590,10 @@ def render(results: dict[str, Any], rows: list[Row], ref: dict[str, float], tsha
         lines += ["", f"loopcap peak memory: {m['peak_mb_small']} MB at {m['packets_small']:,} packets, "
                       f"{m['peak_mb_big']} MB at {m['packets_big']:,} packets ({m['growth']}x; flat within 20% "
                       f"is the target)"]
+        if "default_growth" in m:
+            lines += [f"the default command (with the peers' views): {m['default_peak_mb_small']} MB at "
+                      f"{m['packets_small']:,} packets, {m['default_peak_mb_big']} MB at {m['packets_big']:,} "
+                      f"({m['default_growth']}x)"]
     mc = results.get("multicore") or {}
     if mc:
         parts = [f"{k} = {v}" for k, v in mc.items()]
