@@ -342,12 +342,19 @@ class CaptureReader:
         read = self._f.read
         frame = 0
         offset = 0  # the file offset of the next block
+        scanned = 0  # bytes read ahead for runs of EPBs: bounded by the file's length (see below)
         while True:
             # one block for the record reader (the section header first of all) ...
             self._f.seek(offset if offset else 4)  # the first block's type was read with the file header
             yield from self._iter_pcapng(frame, offset, blocks=1)
             offset, frame = self.offset, self.frames
             if self._stopped:
+                return
+            if scanned > 4 * offset + 4 * chunk:
+                # EPBs and other blocks alternate: each short run re-read a chunk ahead; the rest of the
+                # file goes one block at a time (reading ahead must not cost a multiple of the file)
+                self._f.seek(offset)
+                yield from self._iter_pcapng(frame, offset)
                 return
             # ... then as many plain Enhanced Packet Blocks as follow it
             self._f.seek(offset)
@@ -389,6 +396,7 @@ class CaptureReader:
                 data = read(chunk)
                 if not data:
                     break
+                scanned += len(data)
                 buf = buf[pos:] + data
                 base += pos
                 pos = 0

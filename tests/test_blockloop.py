@@ -282,3 +282,33 @@ def test_block_readers_give_the_records_and_warnings_of_the_record_reader_on_the
         assert (r2.offset, r2.frames, r2.warnings) == (r1.offset, r1.frames, r1.warnings), case.name
         kinds.add(r1.file_format)
     assert kinds >= {"pcap", "pcapng"}
+
+
+def test_pcapng_blocks_alternating_with_other_blocks_are_not_read_again_and_again() -> None:
+    """A run of EPBs is read a chunk ahead; where every EPB is followed by another kind of block
+    (here a Name Resolution Block) each run is one record, and reading a chunk ahead per run would
+    read the file thousands of times over.  The reader falls back to one block at a time instead:
+    the same records, and the bytes read stay a small multiple of the file."""
+    from pcapbuild import epb, idb, nrb, shb
+
+    frames = [ethernet(udp_packet("127.0.0.1", 1000 + i % 50, "127.0.0.1", 53, b"q" * (i % 30)))
+              for i in range(3000)]
+    parts = [shb(), idb(1)]
+    for i, f in enumerate(frames):
+        parts.append(epb(0, 1_000_000_000 + i, f))
+        parts.append(nrb())
+    data = b"".join(parts)
+
+    class Counting(io.BytesIO):
+        served = 0
+
+        def read(self, n: int | None = -1) -> bytes:
+            out = super().read(n)
+            Counting.served += len(out)
+            return out
+
+    one = [tuple(r[:5]) for r in CaptureReader(io.BytesIO(data))]
+    many = CaptureReader(Counting(data))
+    got = list(unblock(many.pcapng_blocks(64 * 1024)))
+    assert got == one and len(one) == 3000
+    assert Counting.served < 6 * len(data) + 4 * 64 * 1024
