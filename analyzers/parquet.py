@@ -21,7 +21,7 @@ pyarrow is an optional dependency (``pip install 'loopcap[parquet]'``), imported
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -98,10 +98,10 @@ def _get(d: dict[str, Any] | None, *path: str) -> Any:
     return cur
 
 
-def tcp_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The flat rows of a document's TCP connections (:data:`TCP_COLUMNS`)."""
+def tcp_rows(doc: dict[str, Any], items: Iterable[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The flat rows of a document's TCP connections (:data:`TCP_COLUMNS`): all of them, or ``items``."""
     rows = []
-    for c in doc["tcp"]:
+    for c in doc["tcp"] if items is None else items:
         hs, td = c["handshake"], c["teardown"]
         neg = hs.get("negotiated") or {}
         row: dict[str, Any] = {
@@ -144,8 +144,8 @@ def tcp_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def udp_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The flat rows of a document's UDP conversations (:data:`UDP_COLUMNS`)."""
+def udp_rows(doc: dict[str, Any], items: Iterable[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The flat rows of a document's UDP conversations (:data:`UDP_COLUMNS`): all of them, or ``items``."""
     return [{
         "file": doc.get("file"), "stream": u["stream"], "ip_version": u["ip_version"],
         "client_ip": u["client"]["ip"], "client_port": u["client"]["port"],
@@ -154,7 +154,7 @@ def udp_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         "payload_bytes_client": u["payload_bytes"]["client"], "payload_bytes_server": u["payload_bytes"]["server"],
         "time_first": u["time"]["first"], "time_last": u["time"]["last"], "duration": u["time"]["duration"],
         "datagrams": len(u["datagrams"]) + u["datagrams_omitted"], "datagrams_omitted": u["datagrams_omitted"],
-    } for u in doc["udp"]]
+    } for u in (doc["udp"] if items is None else items)]
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], sch: Any) -> Any:
@@ -162,25 +162,68 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], sch: Any)
     return pa.Table.from_pydict({name: [r[name] for r in rows] for name, _ in columns}, schema=sch)
 
 
+#: rows per row group when a document's connections are written a batch at a time (a streamed one)
+ROW_GROUP_ROWS = 65_536
+
+
+def _batches(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """``items`` in lists of ``size``; one empty list when there are none (a row group per document)."""
+    batch: list[dict[str, Any]] = []
+    sent = False
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            sent = True
+            batch = []
+    if batch or not sent:
+        yield batch
+
+
+class ParquetTables:
+    """``tcp.parquet`` and ``udp.parquet`` in ``out_dir`` (created if needed), written document by
+    document (:meth:`add`), each document's connections :data:`ROW_GROUP_ROWS` at a time, so a
+    streamed document (connections read once from its spool) never sits in memory whole."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], *, compression: str = "zstd") -> None:
+        pa = _pa()
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"{out} exists and is not a directory",
+                             hint="--format parquet writes tcp.parquet and udp.parquet into a directory (-w DIR).")
+        out.mkdir(parents=True, exist_ok=True)
+        self.paths = {"tcp": out / "tcp.parquet", "udp": out / "udp.parquet"}
+        self._schemas = {"tcp": schema(TCP_COLUMNS), "udp": schema(UDP_COLUMNS)}
+        self._writers = {k: pa.parquet.ParquetWriter(self.paths[k], self._schemas[k], compression=compression)
+                         for k in ("tcp", "udp")}
+
+    def add(self, doc: dict[str, Any]) -> None:
+        from analyzers.jsonout import decoded_items
+
+        for kind, rows_of, columns in (("tcp", tcp_rows, TCP_COLUMNS), ("udp", udp_rows, UDP_COLUMNS)):
+            for batch in _batches(decoded_items(doc[kind]), ROW_GROUP_ROWS):
+                self._writers[kind].write_table(_table(rows_of(doc, batch), columns, self._schemas[kind]))
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+
+    def __enter__(self) -> ParquetTables:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
 def write_parquet(docs: Iterable[dict[str, Any]], out_dir: str | os.PathLike[str], *,
                   compression: str = "zstd") -> dict[str, Path]:
     """Write ``tcp.parquet`` and ``udp.parquet`` into ``out_dir`` (created if needed) from ``docs``;
-    returns the paths written.  Each document becomes one row group of each file."""
-    pa = _pa()
-    pq = pa.parquet
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} exists and is not a directory",
-                         hint="--format parquet writes tcp.parquet and udp.parquet into a directory (-w DIR).")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"tcp": out / "tcp.parquet", "udp": out / "udp.parquet"}
-    tcp_schema, udp_schema = schema(TCP_COLUMNS), schema(UDP_COLUMNS)
-    with pq.ParquetWriter(paths["tcp"], tcp_schema, compression=compression) as tw, \
-            pq.ParquetWriter(paths["udp"], udp_schema, compression=compression) as uw:
+    returns the paths written.  Each document becomes one row group of each file (a document with
+    more than :data:`ROW_GROUP_ROWS` connections, several)."""
+    with ParquetTables(out_dir, compression=compression) as tables:
         for doc in docs:
-            tw.write_table(_table(tcp_rows(doc), TCP_COLUMNS, tcp_schema))
-            uw.write_table(_table(udp_rows(doc), UDP_COLUMNS, udp_schema))
-    return paths
+            tables.add(doc)
+    return tables.paths
 
 
 class PacketWriter:

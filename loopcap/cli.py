@@ -170,7 +170,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     if peers and fmt in ("json", "parquet") and total >= BIG_CAPTURE_BYTES and not quiet:
         click.echo(f"loopcap: note: {total / 2**20:.0f} MB of captures with the peers' views (Wireshark's "
                    "tcp.analysis flags, Zeek's conn_state) takes minutes"
-                   + ("" if shards else " and keeps every connection in memory")
+                   + ("" if shards or engine == "local" else " and keeps every connection in memory")
                    + "; --no-peers gives the same analysis without them, about 8x faster on every core",
                    err=True)
     docs: list[dict[str, Any]] = []
@@ -189,11 +189,22 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
             sys.stdout.flush()
             return
         filtered = any(f is not None for f in (stream, udp_stream, port, host))
-        if engine == "local" and (fmt == "text" or (fmt == "json" and filtered)):
-            # the walkthrough, or a filtered document, from a streamed analysis (bounded memory): the
-            # walkthrough a connection at a time, a filter keeping only its matches
+        if engine == "local" and (fmt in ("text", "parquet") or (fmt == "json" and filtered)):
+            # the walkthrough, Parquet tables or a filtered document, from a streamed analysis (bounded
+            # memory): the walkthrough a connection at a time, the tables a row group at a time, a
+            # filter keeping only its matches
+            tables = None
+            if fmt == "parquet":
+                from analyzers.parquet import ParquetTables
+
+                assert out_dir is not None
+                tables = ParquetTables(out_dir)
+
             def emit(doc: dict[str, Any], first: bool) -> None:
                 doc = filter_doc(doc, stream=stream, udp_stream=udp_stream, port=port, host=host)
+                if tables is not None:
+                    tables.add(doc)
+                    return
                 if fmt == "json":
                     if len(paths) > 1:
                         sys.stdout.write(json_line(doc))
@@ -210,6 +221,12 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                     _stream_each(paths, fresh, peers, jobs, bar, emit, warn=fmt == "text")
                 except BrokenPipeError:  # click would exit 1 on it
                     _piped_away()
+                finally:
+                    if tables is not None:
+                        tables.close()
+            if tables is not None:
+                for name, where in tables.paths.items():
+                    click.echo(f"{name}: {where}")
             return
         if shards:
             # one file, JSON: streamed in bounded memory (without the peers' views on every core when

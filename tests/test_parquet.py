@@ -87,3 +87,28 @@ def test_writing_into_a_file_path_is_a_usage_error(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(UsageError):
         write_parquet([], f)
+
+
+def test_analyze_format_parquet_streams_and_writes_the_tables_of_the_in_memory_documents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``loopcap analyze --format parquet`` streams each file (the peers' views too) and writes its
+    connections a row group at a time: the same rows as the in-memory documents, in order, and a
+    document larger than a row group becomes several."""
+    from click.testing import CliRunner
+
+    import analyzers.parquet
+    from loopcap import cli
+
+    monkeypatch.setattr(analyzers.parquet, "ROW_GROUP_ROWS", 3)
+    files = [str(p) for p in FIXTURES[:8]]
+    for args in ([], ["--no-peers"], ["--port", "9999"]):
+        out = tmp_path / f"t{len(args)}"
+        done = CliRunner().invoke(cli.cli, ["analyze", "--format", "parquet", "-q", "-w", str(out), *args, *files])
+        assert done.exit_code == 0, done.output
+        peers = not args or args[0] != "--no-peers"
+        want = [cli.filter_doc(analyze_file(f, cli._options((), peers=peers)).to_dict(), stream=None, udp_stream=None,
+                               port=9999 if "--port" in args else None, host=None) for f in files]
+        tcp = pq.ParquetFile(out / "tcp.parquet")
+        assert tcp.read().to_pylist() == [r for d in want for r in tcp_rows(d)]
+        assert pq.read_table(out / "udp.parquet").to_pylist() == [r for d in want for r in udp_rows(d)]
+        assert tcp.metadata.num_row_groups == sum(max(1, -(-len(d["tcp"]) // 3)) for d in want)
