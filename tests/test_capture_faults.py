@@ -26,10 +26,8 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from typing import Any
 
 import pytest
 from conftest import REPO
+from echopump import EchoPump
 
 from analyzers.analysis import analyze_file
 from capture.live import privileges
@@ -56,62 +55,10 @@ SEED = int(os.environ.get("LOOPCAP_FAULT_SEED", "7"))
 
 
 # --------------------------------------------------------------------------------- traffic
-class Pump:
+def echo_traffic(*, size: int = 64, pause: float = 0.005, limit: int = 100_000) -> EchoPump:
     """Echo exchanges on 127.0.0.1 in two threads, ``pause`` seconds apart, from the moment it
-    starts until it is stopped (bounded: ``seconds``, ``limit`` exchanges)."""
-
-    def __init__(self, *, size: int = 64, pause: float = 0.005, seconds: float = 40.0, limit: int = 100_000) -> None:
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.listener.settimeout(0.1)
-        self.port: int = self.listener.getsockname()[1]
-        self.limit, self.seconds, self.size, self.pause = limit, seconds, size, pause
-        self.done = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._serve, daemon=True),
-                         threading.Thread(target=self._client, daemon=True)]
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(2)
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-    def _client(self) -> None:
-        end = time.monotonic() + self.seconds
-        while not self._stop.is_set() and self.done < self.limit and time.monotonic() < end:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as c:
-                    c.sendall(b"p" * self.size)
-                    got = 0
-                    while got < self.size:
-                        chunk = c.recv(65536)
-                        if not chunk:
-                            break
-                        got += len(chunk)
-            except OSError:
-                time.sleep(0.01)
-                continue
-            self.done += 1
-            if self.pause:
-                self._stop.wait(self.pause)
-
-    def __enter__(self) -> Pump:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        self.listener.close()
+    starts until it is stopped (bounded: 40 s, ``limit`` exchanges)."""
+    return EchoPump(size=size, pause=pause, seconds=40.0, limit=limit)
 
 
 # --------------------------------------------------------------------------------- checks
@@ -201,7 +148,7 @@ def test_a_signal_at_a_random_moment_leaves_a_valid_file_with_every_reported_pac
     for run in range(runs):
         delay = rng.uniform(0.0, horizon)
         out = tmp_path / f"run{run}.{rng.choice(['pcap', 'pcapng'])}"
-        with Pump(pause=0.02) as pump:  # ~400 packets/s: pyshark's read-back costs ~1 ms per packet
+        with echo_traffic(pause=0.02) as pump:  # ~400 packets/s: pyshark's read-back costs ~1 ms per packet
             proc = subprocess.Popen(capture_cmd(backend, pump.port, out), cwd=REPO, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
             try:
@@ -253,7 +200,7 @@ def test_a_signal_at_a_random_moment_leaves_a_valid_file_with_every_reported_pac
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_second_signal_while_stopping_changes_nothing(backend: str, tmp_path: Path) -> None:
     out = tmp_path / "twice.pcapng"
-    with Pump() as pump:
+    with echo_traffic() as pump:
         proc = subprocess.Popen(capture_cmd(backend, pump.port, out), cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
@@ -289,7 +236,7 @@ def tmpfs(path: Path, *options: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
-def run_until_it_fails(cmd: list[str], pump: Pump, *,
+def run_until_it_fails(cmd: list[str], pump: EchoPump, *,
                        preexec: Callable[[], object] | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=preexec)
@@ -324,7 +271,7 @@ def test_a_full_disk_is_a_clear_error_and_the_packets_before_it_are_kept(backend
     """A 64 KiB tmpfs fills after ~230 packets: before the fix the last record was cut at the byte
     where the disk filled (scapy: 'The file holds those packets and is valid' was false; pyshark:
     success reported for a damaged file)."""
-    with tmpfs(tmp_path / "small", "size=64k") as mnt, Pump(size=1000, pause=0) as pump:
+    with tmpfs(tmp_path / "small", "size=64k") as mnt, echo_traffic(size=1000, pause=0) as pump:
         out = mnt / f"full.{fmt}"
         res = run_until_it_fails(capture_cmd(backend, pump.port, out), pump)
         reason = "No space left on device" if backend == "scapy" else "no space left on the file system"
@@ -344,7 +291,7 @@ def test_a_file_size_limit_is_a_clear_error_and_the_packets_before_it_are_kept(b
     """``ulimit -f``: the writer gets EFBIG (scapy backend; SIGXFSZ is ignored there) or dumpcap is
     killed by SIGXFSZ (pyshark backend); either way the file is cut back to its last whole record."""
     out = tmp_path / "limited.pcap"
-    with Pump(size=1000, pause=0) as pump:
+    with echo_traffic(size=1000, pause=0) as pump:
         res = run_until_it_fails(capture_cmd(backend, pump.port, out), pump, preexec=_limit_file_size)
     reason = "File too large" if backend == "scapy" else "file-size limit"
     n = assert_clear_write_error(res, out, reason)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from echopump import EchoPump
 from scapy.layers.inet import TCP
 from scapy.packet import Packet
 from scapy.utils import rdpcap
@@ -794,56 +795,6 @@ def _readline(stream: Any, timeout: float) -> str:
     return stream.readline().decode() if ready else ""
 
 
-class TrafficPump:
-    """Back-to-back echo exchanges in two threads (bounded: at most 100 exchanges or 15 s)."""
-
-    MAX_EXCHANGES = 100
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind((host, 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.2)
-        self.port: int = self.listener.getsockname()[1]
-        self.done = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._serve, daemon=True),
-                         threading.Thread(target=self._client, daemon=True)]
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(5)
-                while data := conn.recv(1024):
-                    conn.sendall(data)
-
-    def _client(self) -> None:
-        end = time.monotonic() + 15
-        while not self._stop.is_set() and self.done < self.MAX_EXCHANGES and time.monotonic() < end:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=5) as c:
-                    c.sendall(b"ping")
-                    c.recv(16)
-            except OSError:
-                return
-            self.done += 1
-
-    def start(self) -> None:
-        for t in self._threads:
-            t.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        self.listener.close()
-
-
 @pytest.mark.live
 @needs_raw
 @pytest.mark.parametrize(
@@ -857,7 +808,7 @@ def test_signal_mid_capture_leaves_a_valid_complete_file(backend: str, sig: sign
                                                          tmp_path: Path) -> None:
     """Run the capture in a child (``python -c``), signal it while traffic flows (to the whole
     process group, like a terminal Ctrl+C, for one case), and check the file."""
-    pump = TrafficPump()
+    pump = EchoPump()
     out = tmp_path / "sig.pcapng"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, backend, f"tcp port {pump.port}", str(out)],
@@ -898,7 +849,7 @@ def test_signal_mid_capture_leaves_a_valid_complete_file(backend: str, sig: sign
 @needs_raw
 def test_sigkill_mid_capture_leaves_a_valid_file(tmp_path: Path) -> None:
     """Even SIGKILL (no handler runs) leaves a valid file: every record was written whole."""
-    pump = TrafficPump()
+    pump = EchoPump()
     out = tmp_path / "killed.pcap"
     script = textwrap.dedent(f"""
         import time
