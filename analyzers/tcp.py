@@ -31,6 +31,7 @@ from analyzers.decode import (
 )
 from analyzers.http import HttpSplitter
 from analyzers.reassembly import HALF, M32, StreamAssembler
+from analyzers.tombstones import Tombstones
 
 #: bound on the FIN/RST packets remembered per connection (a RST storm must not grow memory)
 MAX_TEARDOWN_PACKETS = 64
@@ -385,8 +386,6 @@ IDLE_NS = 600 * 1_000_000_000
 #: streaming: at most this many closed connections linger; past it the oldest are handed out early
 #: (a busy capture closes thousands per second: memory must not follow the rate times the linger)
 MAX_LINGERING = 2048
-#: streaming: how many handed-out 4-tuples are remembered, to notice packets that come back for them
-MAX_TOMBSTONES = 32_768
 
 
 class TcpTracker:
@@ -418,11 +417,17 @@ class TcpTracker:
         self._live: dict[int, TcpConnection] = {}  # streaming: stream -> connection not handed out yet
         self._closing: deque[TcpConnection] = deque()  # streaming: closed ones, roughly by last packet
         self._next_sweep: int | None = None  # streaming: when to look for idle connections next
-        self._gone: dict[int, int] = {}  # streaming: 4-tuples handed out -> their stream
-        #: streaming: (new stream, old stream) for segments without SYN that came back for a 4-tuple
-        #: already handed out (the first 100 of them), and how many there were
-        self.late: list[tuple[int, int]] = []
-        self.late_count = 0
+        self.tombstones = Tombstones()  # streaming: the 4-tuples handed out
+
+    @property
+    def late(self) -> list[tuple[int, int]]:
+        """Streaming: (new stream, old stream) for segments without SYN that came back for a 4-tuple
+        already handed out (the first 100)."""
+        return self.tombstones.late
+
+    @property
+    def late_count(self) -> int:
+        return self.tombstones.late_count
 
     def _keep_limit(self, stream: int) -> int:
         keep = self._keep(stream) if callable(self._keep) else self._keep
@@ -455,12 +460,8 @@ class TcpTracker:
                 old = self._by_key.get(key)
                 if old is not None:  # its 4-tuple now belongs to the new connection: nothing can reach it
                     self._hand_out(old)
-                else:
-                    was = self._gone.pop(hash(key), None)
-                    if was is not None and not flags & TCP_SYN:
-                        self.late_count += 1
-                        if len(self.late) < 100:
-                            self.late.append((n, was))
+                else:  # a SYN on a forgotten 4-tuple is a new connection, not a late packet
+                    self.tombstones.came_back(key, n, count=not flags & TCP_SYN)
                 self._live[n] = conn
             prev = self._by_key.get(key)
             if prev is not None:
@@ -491,10 +492,7 @@ class TcpTracker:
             return  # handed out already
         if self._by_key.get(conn.key) is conn:
             del self._by_key[conn.key]
-            gone = self._gone
-            gone[hash(conn.key)] = conn.stream  # the hash: a tombstone must cost little
-            if len(gone) > MAX_TOMBSTONES:
-                del gone[next(iter(gone))]  # the oldest
+            self.tombstones.bury(conn.key, conn.stream)
         conn.steady = False  # handed out: the fast paths must not add to it
         conn.finish(self.server_ports)
         assert self._on_done is not None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from analyzers.decode import UdpDatagram
+from analyzers.tombstones import Tombstones
 
 PREVIEW_BYTES = 64
 
@@ -57,8 +58,6 @@ class UdpConversation:
 IDLE_NS = 600 * 1_000_000_000
 #: streaming: at most this many conversations stay open; past it the longest silent is handed out
 MAX_LIVE = 8192
-#: streaming: how many handed-out address pairs are remembered, to notice datagrams coming back
-MAX_TOMBSTONES = 32_768
 
 
 class UdpTracker:
@@ -84,11 +83,17 @@ class UdpTracker:
         self._idle = idle_ns
         self.max_live = MAX_LIVE
         self._live: OrderedDict[tuple[object, ...], UdpConversation] = OrderedDict()  # by last datagram
-        self._gone: dict[int, int] = {}  # streaming: pairs handed out -> their stream
-        #: streaming: (new stream, old stream) of pairs that came back after they were handed out
-        #: (the first 100), and how many
-        self.late: list[tuple[int, int]] = []
-        self.late_count = 0
+        self.tombstones = Tombstones()  # streaming: the pairs handed out
+
+    @property
+    def late(self) -> list[tuple[int, int]]:
+        """Streaming: (new stream, old stream) of pairs that came back after they were handed out
+        (the first 100)."""
+        return self.tombstones.late
+
+    @property
+    def late_count(self) -> int:
+        return self.tombstones.late_count
 
     def _lookup(self, dg: UdpDatagram) -> UdpConversation:
         a = (dg.src, dg.sport)
@@ -106,11 +111,7 @@ class UdpTracker:
             if self._on_done is None:
                 self.conversations.append(conv)
             else:
-                was = self._gone.pop(hash(key), None)
-                if was is not None:
-                    self.late_count += 1
-                    if len(self.late) < 100:
-                        self.late.append((conv.stream, was))
+                self.tombstones.came_back(key, conv.stream)
             self._by_key[key] = conv
         if self._on_done is not None:
             self._live[key] = conv
@@ -130,10 +131,7 @@ class UdpTracker:
     def _hand_out(self, key: tuple[object, ...], conv: UdpConversation) -> None:
         del self._live[key]
         del self._by_key[key]
-        gone = self._gone
-        gone[hash(key)] = conv.stream  # the hash: a tombstone must cost little
-        if len(gone) > MAX_TOMBSTONES:
-            del gone[next(iter(gone))]  # the oldest
+        self.tombstones.bury(key, conv.stream)
         assert self._on_done is not None
         self._on_done(conv)
 
