@@ -129,7 +129,7 @@ def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any
         owner = ((((sport ^ dport ^ last) * 2654435761) & 0xFFFFFFFF) >> 16) % shards
         kind = np.where(fast & (owner != k), 3, kind)
     ks = p + np.where(ok4, 26, 22)  # the raw (src, dst, sport, dport) bytes: the flow cache's key
-    cols.update(kind=kind, l4=l4, hlen=hlen, stop=stop, ip_bytes=ip_bytes, sport=sport, dport=dport,
+    cols.update(kind=kind, l4=l4, stop=stop, ip_bytes=ip_bytes, sport=sport, dport=dport,
                 seq=be32(q + 4), ack=be32(q + 8), flags=flags, window=be16(q + 14), ps=ps, paylen=paylen,
                 ks=ks, ke=np.where(ok4, ks + 12, ks + 36))
     return cols
@@ -152,19 +152,23 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
     n = 0
     first_ts: int | None = None
     ts = 0
+
+    def one(frame: int, ts: int, linktype: int, data: bytes, wirelen: int) -> None:
+        """A record the fast path does not read in place: counted (expiring on time), decoded, fed."""
+        nonlocal n
+        n += 1
+        if streaming and not n % EXPIRE_EVERY:
+            tcp.expire(ts)
+            udp.expire(ts)
+        decode_and_feed(frame, ts, linktype, data, wirelen, res, decode, tcp, udp, k, shards, raw_owner, flow_owner)
+
     blocks = reader.pcapng_blocks() if reader.file_format == "pcapng" else reader.pcap_blocks()
     for block in blocks:
         if isinstance(block, PacketRecord):  # the reader's tail, one record at a time
-            rec = block
-            n += 1
-            ts = rec.ts_ns
+            ts = block.ts_ns
             if first_ts is None:
                 first_ts = ts
-            if streaming and not n % EXPIRE_EVERY:
-                tcp.expire(ts)
-                udp.expire(ts)
-            decode_and_feed(rec.frame, ts, rec.linktype, rec.data, rec.wirelen, res, decode, tcp, udp,
-                            k, shards, raw_owner, flow_owner)
+            one(block.frame, ts, block.linktype, block.data, block.wirelen)
             continue
         buf = block.buf
         linktype = block.linktype
@@ -175,16 +179,9 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
         pl = c["p"].tolist()
         cl = c["caplen"].tolist()
         wl = c["wirelen"].tolist()
-        if linktype != 1:
-            for i in range(len(tsl)):
-                n += 1
-                ts = tsl[i]
-                if streaming and not n % EXPIRE_EVERY:
-                    tcp.expire(ts)
-                    udp.expire(ts)
-                p = pl[i]
-                decode_and_feed(block.frame0 + i + 1, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode,
-                                tcp, udp, k, shards, raw_owner, flow_owner)
+        if linktype != 1:  # no fast path: every record through the decoder
+            for i, p in enumerate(pl):
+                one(block.frame0 + i + 1, tsl[i], linktype, buf[p:p + cl[i]], wl[i])
         else:
             if len(flows) > MAX_CACHED_FLOWS:
                 flows.clear()
