@@ -44,7 +44,7 @@ import os
 import pickle
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -431,17 +431,15 @@ def capture_files(args: Iterable[str | os.PathLike[str]], *, recursive: bool = T
 
 def analyze_paths(paths: Sequence[str | os.PathLike[str]], options: AnalysisOptions | None = None, *,
                   jobs: int | None = None, engine: str = "local", scheduler: str | None = None,
-                  progress: Progress | None = None, split_bytes: int = DEFAULT_SPLIT_BYTES,
-                  fresh_options: Callable[[], AnalysisOptions] | None = None
+                  progress: Progress | None = None, split_bytes: int = DEFAULT_SPLIT_BYTES
                   ) -> Iterator[tuple[str, dict[str, Any]]]:
     """One entry point for ``loopcap analyze``: ``(path, document)`` for every file, in order.
 
     ``engine="local"`` uses :func:`iter_analyze_many` (``jobs`` processes, default every core);
     ``engine="dask"`` sends the work to the scheduler at ``scheduler``.  ``progress`` (see
     :mod:`analyzers.progress`) follows the bytes of one file record by record when the work stays
-    in this process, else advances file by file as documents arrive.  ``fresh_options``: options
-    made anew for each file (observers keep state: one set per capture), used instead of
-    ``options``; the files are then analyzed in this process."""
+    in this process, else advances file by file as documents arrive.  Options with observers (which
+    keep state) serve one file only: ``loopcap analyze`` makes them anew for each file."""
     from analyzers.progress import NullProgress, analyze_file_with_progress
 
     bar: Progress = progress if progress is not None else NullProgress()
@@ -454,11 +452,9 @@ def analyze_paths(paths: Sequence[str | os.PathLike[str]], options: AnalysisOpti
         docs = iter_analyze_many_dask(names, options, scheduler=scheduler, split_bytes=split_bytes)
     elif engine == "local":
         j = default_jobs() if jobs is None else jobs
-        if fresh_options is not None or j == 1 or (len(names) == 1 and _file_size(names[0]) < split_bytes) \
-                or not can_cross_processes(options):
+        if j == 1 or (len(names) == 1 and _file_size(names[0]) < split_bytes) or not can_cross_processes(options):
             for name in names:  # in this process: the bar follows every record
-                opts = fresh_options() if fresh_options is not None else options
-                yield name, analyze_file_with_progress(name, opts, bar).to_dict()
+                yield name, analyze_file_with_progress(name, options, bar).to_dict()
             return
         docs = iter_analyze_many(names, options, j, split_bytes=split_bytes)
     else:

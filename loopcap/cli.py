@@ -151,7 +151,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     from analyzers.jsonout import json_line, write_document
     from analyzers.parallel import analyze_paths, capture_files
     from analyzers.progress import progress_for
-    from analyzers.walkthrough import iter_render, render
+    from analyzers.walkthrough import iter_render
 
     if as_json:
         fmt = "json"
@@ -166,108 +166,73 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
         _fail(UsageError("--format parquet writes tables into a directory: give -w DIR"))
     total = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
     bar = progress_for(total, quiet=quiet)
-    shards = _stream_shards(paths, fmt, peers, engine, jobs, (stream, udp_stream, port, host))
+    local = engine == "local"
+    filtered = any(f is not None for f in (stream, udp_stream, port, host))
     if peers and fmt in ("json", "parquet") and total >= BIG_CAPTURE_BYTES and not quiet:
         click.echo(f"loopcap: note: {total / 2**20:.0f} MB of captures with the peers' views (Wireshark's "
                    "tcp.analysis flags, Zeek's conn_state) takes minutes"
-                   + ("" if shards or engine == "local" else " and keeps every connection in memory")
+                   + ("" if local else " and keeps every connection in memory")
                    + "; --no-peers gives the same analysis without them, about 8x faster on every core",
                    err=True)
-    docs: list[dict[str, Any]] = []
 
     def fresh() -> AnalysisOptions:  # the peers' views keep state: one set per capture
         return _options(server_port, http=not no_http, peers=peers, checksums=checksums)
+    tables: Any = None  # ParquetTables, for --format parquet
+
+    def emit(doc: dict[str, Any], first: bool) -> None:
+        """One file's document to the output (its connections read once): Parquet row groups, the
+        JSON document (a line of JSON Lines with several files) or the walkthrough, filtered."""
+        doc = filter_doc(doc, stream=stream, udp_stream=udp_stream, port=port, host=host)
+        if tables is not None:
+            tables.add(doc)
+            return
+        if fmt == "json":
+            if len(paths) > 1:
+                sys.stdout.write(json_line(doc))
+            else:
+                write_document(doc, sys.stdout)
+            return
+        if not first:
+            click.echo("")
+        for piece in iter_render(doc, style, all_datagrams=all_datagrams or udp_stream is not None):
+            click.echo(piece, nl=False)
+
     try:
-        opts = fresh()
-        if shards < 0:
-            # several files, JSON Lines: each streamed, -shards at a time (with the peers' views, one by one)
-            from analyzers.streaming import write_json_lines
-
-            with bar:
-                write_json_lines(paths, sys.stdout, opts, jobs=-shards, progress=bar,
-                                 fresh_options=fresh if peers else None)
-            sys.stdout.flush()
-            return
-        filtered = any(f is not None for f in (stream, udp_stream, port, host))
-        if engine == "local" and (fmt in ("text", "parquet") or (fmt == "json" and filtered)):
-            # the walkthrough, Parquet tables or a filtered document, from a streamed analysis (bounded
-            # memory): the walkthrough a connection at a time, the tables a row group at a time, a
-            # filter keeping only its matches
-            tables = None
-            if fmt == "parquet":
-                from analyzers.parquet import ParquetTables
-
-                assert out_dir is not None
-                tables = ParquetTables(out_dir)
-
-            def emit(doc: dict[str, Any], first: bool) -> None:
-                doc = filter_doc(doc, stream=stream, udp_stream=udp_stream, port=port, host=host)
-                if tables is not None:
-                    tables.add(doc)
-                    return
-                if fmt == "json":
-                    if len(paths) > 1:
-                        sys.stdout.write(json_line(doc))
-                    else:
-                        write_document(doc, sys.stdout)
-                    return
-                if not first:
-                    click.echo("")
-                for piece in iter_render(doc, style, all_datagrams=all_datagrams or udp_stream is not None):
-                    click.echo(piece, nl=False)
-
-            with bar:
-                try:
-                    _stream_each(paths, fresh, peers, jobs, bar, emit, warn=fmt == "text")
-                except BrokenPipeError:  # click would exit 1 on it
-                    _piped_away()
-                finally:
-                    if tables is not None:
-                        tables.close()
-            if tables is not None:
-                for name, where in tables.paths.items():
-                    click.echo(f"{name}: {where}")
-            return
-        if shards:
-            # one file, JSON: streamed in bounded memory (without the peers' views on every core when
-            # the file is large), the same document
-            with bar:
-                if shards == 1:
-                    from analyzers.streaming import analyze_file_to_json
-
-                    analyze_file_to_json(paths[0], sys.stdout, opts, progress=bar)
-                else:
-                    from analyzers.shardstream import analyze_file_to_json_sharded
-
-                    res = analyze_file_to_json_sharded(paths[0], sys.stdout, opts, jobs=shards)
-                    bar.advance_file(os.path.getsize(paths[0]), res.packets)
-            sys.stdout.flush()
-            return
-        with bar:
-            for i, (path, full) in enumerate(analyze_paths(paths, opts, jobs=jobs, engine=engine,
-                                                           scheduler=scheduler, progress=bar,
-                                                           fresh_options=fresh if peers else None)):
-                doc = filter_doc(full, stream=stream, udp_stream=udp_stream, port=port, host=host)
-                if fmt == "parquet":
-                    docs.append(doc)
-                elif fmt == "json":
-                    if len(paths) > 1:
-                        sys.stdout.write(json_line(doc))
-                    else:
-                        write_document(doc, sys.stdout)
-                    sys.stdout.flush()
-                else:
-                    if i:
-                        click.echo("")
-                    click.echo(render(doc, style, all_datagrams=all_datagrams or udp_stream is not None), nl=False)
-                    for w in doc["warnings"]:
-                        click.echo(f"loopcap: warning: {path}: {w}", err=True)
         if fmt == "parquet":
-            from analyzers.parquet import write_parquet
+            from analyzers.parquet import ParquetTables
 
             assert out_dir is not None
-            written = write_parquet(docs, out_dir)
-            for name, where in written.items():
+            tables = ParquetTables(out_dir)
+        with bar:
+            try:
+                if local and fmt == "json" and len(paths) > 1 and not filtered:
+                    # several files' JSON Lines, streamed by worker processes -j files at a time (with
+                    # the peers' views one by one, in this process)
+                    from analyzers.parallel import default_jobs
+                    from analyzers.streaming import write_json_lines
+
+                    write_json_lines(paths, sys.stdout, fresh(), progress=bar, fresh_options=fresh if peers else None,
+                                     jobs=1 if peers else default_jobs() if jobs is None else jobs)
+                    sys.stdout.flush()
+                elif local:
+                    # each file streamed in bounded memory (without the peers' views a large one on every
+                    # core) and handed to the output a connection at a time
+                    _stream_each(paths, fresh, peers, jobs, bar, emit, warn=fmt == "text")
+                else:
+                    # a Dask cluster: each file's document comes back whole
+                    for i, (path, doc) in enumerate(analyze_paths(paths, fresh(), jobs=jobs, engine=engine,
+                                                                  scheduler=scheduler, progress=bar)):
+                        emit(doc, not i)
+                        sys.stdout.flush()
+                        for w in doc["warnings"] if fmt == "text" else ():
+                            click.echo(f"loopcap: warning: {path}: {w}", err=True)
+            except BrokenPipeError:  # click would exit 1 on it
+                _piped_away()
+            finally:
+                if tables is not None:
+                    tables.close()
+        if tables is not None:
+            for name, where in tables.paths.items():
                 click.echo(f"{name}: {where}")
     except LoopcapError as err:
         _fail(err)
@@ -304,25 +269,6 @@ def _stream_each(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: 
 
 #: from this much capture data on, ``analyze`` with the peers' views says that --no-peers streams
 BIG_CAPTURE_BYTES = 64 * 1024 * 1024
-
-
-def _stream_shards(paths: list[str], fmt: str, peers: bool, engine: str, jobs: int | None,
-                   filters: tuple[object, ...]) -> int:
-    """How ``analyze`` streams (see analyzers.streaming and .shardstream): N > 0 processes for one
-    file, -N for several files N at a time (JSON Lines), 0 when it cannot: what it writes must be
-    JSON (no filters) computed on this machine; with the peers' views, one file in one process."""
-    from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
-
-    if fmt != "json" or engine != "local" or any(f is not None for f in filters):
-        return 0
-    if peers:  # the peers' views stream in one process (Zeek's timers and row order are the capture's)
-        return 1 if len(paths) == 1 else -1
-    j = default_jobs() if jobs is None else jobs
-    if len(paths) > 1:
-        return -j
-    if j == 1 or not os.path.isfile(paths[0]) or os.path.getsize(paths[0]) < DEFAULT_SPLIT_BYTES:
-        return 1
-    return j
 
 
 def _zeek_log(files: tuple[str, ...], checksums: str) -> None:

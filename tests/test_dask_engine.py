@@ -74,3 +74,20 @@ def test_an_unreachable_scheduler_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as err:
         analyze_many_dask(FIXTURES[:1], None, scheduler=f"tcp://127.0.0.1:{port}", connect_timeout="1s")
     assert err.value.hint
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--format=text"])
+def test_analyze_engine_dask_writes_what_the_local_engine_writes(client: Any, fmt: str) -> None:
+    """``loopcap analyze --engine dask``: the documents come back from the cluster whole and go to
+    the output as the local engine's streamed ones do (JSON Lines, or the walkthroughs)."""
+    from click.testing import CliRunner
+
+    from loopcap import cli
+
+    files = [str(p) for p in FIXTURES[:3]]
+    runner = CliRunner()
+    local = runner.invoke(cli.cli, ["analyze", "-q", "--no-peers", fmt, *files])
+    dask = runner.invoke(cli.cli, ["analyze", "-q", "--no-peers", fmt, "--engine", "dask",
+                                   "--scheduler", client.scheduler.address, *files])
+    assert local.exit_code == 0 and dask.exit_code == 0, dask.output
+    assert dask.stdout == local.stdout and dask.stdout.count("loopcap") >= 3
