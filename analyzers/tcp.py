@@ -454,18 +454,17 @@ class TcpTracker:
                 self.created.append(seg.frame)
             conn = TcpConnection(n, seg, self._keep_limit(n), self._http)
             conn.key = key
+            old = self._by_key.get(key)
+            if old is not None:  # its 4-tuple now belongs to the new connection: nothing can reach it
+                old.steady = False  # (the fast paths check this flag)
             if self._on_done is None:
                 self.connections.append(conn)
             else:
-                old = self._by_key.get(key)
-                if old is not None:  # its 4-tuple now belongs to the new connection: nothing can reach it
+                if old is not None:
                     self._hand_out(old)
                 else:  # a SYN on a forgotten 4-tuple is a new connection, not a late packet
                     self.tombstones.came_back(key, n, count=not flags & TCP_SYN)
                 self._live[n] = conn
-            prev = self._by_key.get(key)
-            if prev is not None:
-                prev.steady = False  # no packet reaches it any more (the fast paths check this flag)
             self._by_key[key] = conn
         return conn
 

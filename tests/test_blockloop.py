@@ -312,3 +312,27 @@ def test_pcapng_blocks_alternating_with_other_blocks_are_not_read_again_and_agai
     got = list(unblock(many.pcapng_blocks(64 * 1024)))
     assert got == one and len(one) == 3000
     assert Counting.served < 6 * len(data) + 4 * 64 * 1024
+
+
+def test_a_reused_four_tuple_is_not_fed_to_the_replaced_connection_from_the_flow_cache() -> None:
+    """Kept in memory (no streaming), a connection replaced on its 4-tuple by a new SYN stays in the
+    list; the block loop's flow cache still points at it.  The new connection's ISN is chosen so its
+    segments continue the old one's byte stream exactly: only the replaced connection losing its
+    steady flag sends them to the new one, as the reference loop does."""
+    h, cp, sp = "127.0.0.1", 43000, 80
+
+    def seg(fwd: bool, seq: int, ack: int, flags: str, data: bytes = b"") -> bytes:
+        s, d = ((h, cp), (h, sp)) if fwd else ((h, sp), (h, cp))
+        return ethernet(tcp_packet(s[0], s[1], d[0], d[1], seq, ack, flags, payload=data))
+
+    isn, srv = 5000, 9000
+    frames = [seg(True, isn, 0, "S"), seg(False, srv, isn + 1, "SA"), seg(True, isn + 1, srv + 1, "A"),
+              seg(True, isn + 1, srv + 1, "PA", b"abcd"), seg(False, srv + 1, isn + 5, "A")]
+    new = isn + 4  # the new SYN's ISN: its data starts at isn + 5, where the old stream goes on
+    frames += [seg(True, new, 0, "S"), seg(False, 7000, new + 1, "SA"), seg(True, new + 1, 7001, "A"),
+               seg(True, new + 1, 7001, "PA", b"efgh"), seg(False, 7001, new + 5, "A")]
+    blob = pcap_file(Frame(1_000_000_000 + i * 1000, f) for i, f in enumerate(frames))
+    ref = analyze_records(CaptureReader(io.BytesIO(blob)), reference()).to_dict()
+    r = CaptureReader(io.BytesIO(blob))
+    assert analyze_records(r, blocks=r).to_dict() == ref
+    assert [c["frames"]["count"] for c in ref["tcp"]] == [5, 5]
