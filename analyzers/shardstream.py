@@ -20,7 +20,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
 from analyzers.errors import LoopcapError
@@ -53,8 +53,11 @@ class ShardSpool:
     error: tuple[type[LoopcapError], str, dict[str, Any]] | None = None
 
 
-def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str) -> ShardSpool:
-    """Worker: analyze this shard's flows of ``path``, spooling each finished one."""
+def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str, *,
+                  sort: bool = False) -> ShardSpool:
+    """Worker: analyze this shard's flows of ``path``, spooling each finished one; with ``sort`` the
+    spool is then rewritten in creation order (each kind's lines one after the other), so that it is
+    read back front to back (:func:`_numbered`), a chunk at a time from afar."""
     out = ShardSpool(shard, spool_path)
     for kind in ("tcp", "udp"):
         out.created[kind] = array("q")
@@ -103,13 +106,55 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     if shard == 0:
         res.late_tcp = res.late_udp = (0, [])
         out.base = res
+    if sort:
+        _sort_spool(out)
     return out
 
 
-def _numbered(spools: list[ShardSpool], kind: str) -> Iterator[str]:
+def _sort_spool(spool: ShardSpool) -> None:
+    """Rewrite ``spool``'s file with each kind's lines in creation order (tcp, then udp)."""
+    tmp = spool.path + ".sorted"
+    pos = 0
+    with open(spool.path, "rb") as src, open(tmp, "wb") as dst:
+        for kind in ("tcp", "udp"):
+            frames, offs, lens = spool.frames[kind], spool.offsets[kind], spool.lengths[kind]
+            order = sorted(range(len(frames)), key=frames.__getitem__)
+            new_frames, new_offs, new_lens = array("q"), array("q"), array("q")
+            for i in order:
+                src.seek(offs[i])
+                dst.write(src.read(lens[i]))
+                new_frames.append(frames[i])
+                new_offs.append(pos)
+                new_lens.append(lens[i])
+                pos += lens[i]
+            spool.frames[kind], spool.offsets[kind], spool.lengths[kind] = new_frames, new_offs, new_lens
+    os.replace(tmp, spool.path)
+
+
+class SpoolReader(Protocol):
+    """Where a shard's spooled lines are read back from (a local file, or a Dask worker's)."""
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _LocalSpool:
+    def __init__(self, spool: ShardSpool) -> None:
+        self._f = open(spool.path, "rb")  # noqa: SIM115 - closed by close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._f.seek(offset)
+        return self._f.read(length)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _numbered(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool], SpoolReader]) -> Iterator[str]:
     """Every spooled line of ``kind``, in creation order, with its final stream number."""
     everything = array("q", sorted(f for s in spools for f in s.created[kind]))
-    files = {s.shard: open(s.path, "rb") for s in spools}  # noqa: SIM115 - closed below
+    files = {s.shard: open_spool(s) for s in spools}
 
     def by_frame(s: ShardSpool) -> Iterator[tuple[int, int, int, int]]:
         frames, offs, lens = s.frames[kind], s.offsets[kind], s.lengths[kind]
@@ -118,9 +163,7 @@ def _numbered(spools: list[ShardSpool], kind: str) -> Iterator[str]:
 
     try:
         for frame, shard, off, n in heapq.merge(*(by_frame(s) for s in spools)):
-            fh = files[shard]
-            fh.seek(off)
-            text = fh.read(n).decode()
+            text = files[shard].read(off, n).decode()
             head = f'{{"stream":{frame},'  # jsonout's compact encoding; the summary starts with its stream
             assert text.startswith(head), text[:40]
             yield f'{{"stream":{bisect_left(everything, frame)},' + text[len(head):]
@@ -152,28 +195,37 @@ def analyze_file_sharded(path: str | os.PathLike[str], consume: Callable[[dict[s
             futures = [pool.submit(_stream_shard, name, k, jobs, opts, os.path.join(tmp, f"shard-{k}.jsonl"))
                        for k in range(jobs)]
             spools = [fut.result() for fut in futures]
-        for s in spools:
-            raise_carried(s.error)
-        base = spools[0].base
-        assert base is not None
-        number = {kind: array("q", sorted(f for s in spools for f in s.created[kind])) for kind in ("tcp", "udp")}
-
-        def late(kind: str) -> tuple[int, list[tuple[int, int]]]:
-            pairs = sorted(p for s in spools for p in s.late[kind][1])[:100]
-            return (sum(s.late[kind][0] for s in spools),
-                    [(bisect_left(number[kind], a), bisect_left(number[kind], b)) for a, b in pairs])
-
-        base.late_tcp, base.late_udp = late("tcp"), late("udp")
-        warned = sorted((w for s in spools for w in s.warnings), key=lambda t: t[0])
-        base.streamed_warnings = []
-        for frame, texts in warned:
-            g = bisect_left(number["tcp"], frame)
-            head = f"TCP stream {frame}: "
-            base.streamed_warnings.extend(f"TCP stream {g}: " + t[len(head):] for t in texts)
-        counts = {kind: sum(len(s.frames[kind]) for s in spools) for kind in ("tcp", "udp")}
-        doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp")),  # type: ignore[arg-type]
-                           udp=EncodedItems(counts["udp"], _numbered(spools, "udp")))  # type: ignore[arg-type]
+        base, doc = document_from_spools(spools, _LocalSpool)
         consume(doc)
         return base
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSpool], SpoolReader]
+                         ) -> tuple[Analysis, dict[str, Any]]:
+    """One file's document from every shard's spool (shard order), its connections numbered by
+    creation frame and read back lazily through ``open_spool``; and the file's :class:`Analysis`
+    (without connections).  A shard's carried error is raised here."""
+    for s in spools:
+        raise_carried(s.error)
+    base = spools[0].base
+    assert base is not None
+    number = {kind: array("q", sorted(f for s in spools for f in s.created[kind])) for kind in ("tcp", "udp")}
+
+    def late(kind: str) -> tuple[int, list[tuple[int, int]]]:
+        pairs = sorted(p for s in spools for p in s.late[kind][1])[:100]
+        return (sum(s.late[kind][0] for s in spools),
+                [(bisect_left(number[kind], a), bisect_left(number[kind], b)) for a, b in pairs])
+
+    base.late_tcp, base.late_udp = late("tcp"), late("udp")
+    warned = sorted((w for s in spools for w in s.warnings), key=lambda t: t[0])
+    base.streamed_warnings = []
+    for frame, texts in warned:
+        g = bisect_left(number["tcp"], frame)
+        head = f"TCP stream {frame}: "
+        base.streamed_warnings.extend(f"TCP stream {g}: " + t[len(head):] for t in texts)
+    counts = {kind: sum(len(s.frames[kind]) for s in spools) for kind in ("tcp", "udp")}
+    doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp", open_spool)),  # type: ignore[arg-type]
+                       udp=EncodedItems(counts["udp"], _numbered(spools, "udp", open_spool)))  # type: ignore[arg-type]
+    return base, doc

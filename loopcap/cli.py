@@ -155,6 +155,10 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
 
     if as_json:
         fmt = "json"
+    if engine == "dask" and peers and fmt != "zeek":
+        _fail(UsageError("--engine dask runs the analysis without the peers' views (Wireshark's tcp.analysis "
+                         "flags, Zeek's conn_state and history): they follow every packet of a file in one process",
+                         hint="Add --no-peers, or use the local engine (the default) to get them."))
     style = _style_for(color)
     paths = capture_files(files)
     if not paths:
@@ -170,10 +174,8 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     filtered = any(f is not None for f in (stream, udp_stream, port, host))
     if peers and fmt in ("json", "parquet") and total >= BIG_CAPTURE_BYTES and not quiet:
         click.echo(f"loopcap: note: {total / 2**20:.0f} MB of captures with the peers' views (Wireshark's "
-                   "tcp.analysis flags, Zeek's conn_state) takes minutes"
-                   + ("" if local else " and keeps every connection in memory")
-                   + "; --no-peers gives the same analysis without them, about 8x faster on every core",
-                   err=True)
+                   "tcp.analysis flags, Zeek's conn_state) takes minutes; --no-peers gives the same analysis "
+                   "without them, about 8x faster on every core", err=True)
 
     def fresh() -> AnalysisOptions:  # the peers' views keep state: one set per capture
         return _options(server_port, http=not no_http, peers=peers, checksums=checksums)
@@ -219,7 +221,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                     # core) and handed to the output a connection at a time
                     _stream_each(paths, fresh, peers, jobs, bar, emit, warn=fmt == "text")
                 else:
-                    # a Dask cluster: each file's document comes back whole
+                    # a Dask cluster: each file's connections read back from the workers' spools
                     for i, (path, doc) in enumerate(analyze_paths(paths, fresh(), jobs=jobs, engine=engine,
                                                                   scheduler=scheduler, progress=bar)):
                         emit(doc, not i)

@@ -3,6 +3,7 @@ files as tasks and large files as flow shards give the single-process documents,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from conftest import corpus_dir, fixture_pcaps
 
 from analyzers.analysis import AnalysisOptions, analyze_file
 from analyzers.errors import CaptureFormatError, UsageError
+from analyzers.jsonout import EncodedItems, decoded_items
 
 distributed = pytest.importorskip("distributed")
 
@@ -78,8 +80,8 @@ def test_an_unreachable_scheduler_is_a_usage_error() -> None:
 
 @pytest.mark.parametrize("fmt", ["--json", "--format=text"])
 def test_analyze_engine_dask_writes_what_the_local_engine_writes(client: Any, fmt: str) -> None:
-    """``loopcap analyze --engine dask``: the documents come back from the cluster whole and go to
-    the output as the local engine's streamed ones do (JSON Lines, or the walkthroughs)."""
+    """``loopcap analyze --engine dask``: the documents stream from the workers to the output as the
+    local engine's do (JSON Lines, or the walkthroughs)."""
     from click.testing import CliRunner
 
     from loopcap import cli
@@ -91,3 +93,50 @@ def test_analyze_engine_dask_writes_what_the_local_engine_writes(client: Any, fm
                                    "--scheduler", client.scheduler.address, *files])
     assert local.exit_code == 0 and dask.exit_code == 0, dask.output
     assert dask.stdout == local.stdout and dask.stdout.count("loopcap") >= 3
+
+
+def _spools_left(client: Any) -> list[str]:
+    dirs = client.run(lambda dask_worker: dask_worker.local_directory)
+    return [n for d in dirs.values() for n in os.listdir(d) if n.startswith("loopcap-")]
+
+
+def test_documents_stream_from_the_workers_spools_in_chunks_which_are_then_deleted(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client holds integers and one chunk per shard: connections come as encoded lines read
+    from the workers' spools (here 300 bytes at a time, less than some lines), and the spools are
+    gone once each document was read."""
+    import analyzers.dask_engine as dask_engine
+
+    monkeypatch.setattr(dask_engine, "CHUNK_BYTES", 300)
+    files = [p for p in FIXTURES + CORPUS if p.stat().st_size > 2000][:4]
+    got = []
+    for path, doc in iter_analyze_many_dask(files, None, scheduler=client, split_bytes=1, shards=3):
+        assert isinstance(doc["tcp"], EncodedItems)
+        got.append((path, {**doc, "tcp": list(decoded_items(doc["tcp"])), "udp": list(decoded_items(doc["udp"]))}))
+    assert got == [(str(p), analyze_file(p).to_dict()) for p in files]
+    assert _spools_left(client) == []
+
+
+def test_spools_are_deleted_when_the_reader_stops_early_or_a_file_fails(client: Any, tmp_path: Path) -> None:
+    files = [p for p in FIXTURES + CORPUS if p.stat().st_size > 2000][:3]
+    it = iter_analyze_many_dask(files, None, scheduler=client, split_bytes=1)
+    next(it)
+    it.close()  # type: ignore[attr-defined]
+    assert _spools_left(client) == []
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"\xd4\xc3\xb2\xa1" + b"\0" * 3)
+    with pytest.raises(CaptureFormatError):
+        analyze_many_dask([files[0], bad, files[1]], None, scheduler=client, split_bytes=1)
+    assert _spools_left(client) == []
+
+
+def test_analyze_engine_dask_with_the_peers_views_says_to_add_no_peers() -> None:
+    from click.testing import CliRunner
+
+    from loopcap import cli
+
+    got = CliRunner().invoke(cli.cli, ["analyze", "--json", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1",
+                                       str(FIXTURES[0])])
+    assert got.exit_code == 2
+    assert "without the peers' views" in got.stderr and "--no-peers" in got.stderr
+    assert "Traceback" not in got.output
