@@ -41,6 +41,9 @@ except ImportError:  # pragma: no cover - numpy is a dependency; the plain loop 
 MAX_CACHED_FLOWS = 16_384
 #: zero bytes after a block's buffer, so that fixed-offset reads past a short last record stay inside
 _PAD = b"\0" * 128
+#: the columns :func:`loop_blocks` reads per record
+_PER_RECORD = ("ts", "p", "caplen", "wirelen", "kind", "seq", "ip_bytes", "ps", "stop", "ks", "ke", "sport", "dport",
+               "ack", "flags", "window", "l4", "paylen")
 
 
 def available(reader: CaptureReader) -> bool:
@@ -173,39 +176,57 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
         buf = block.buf
         linktype = block.linktype
         c = _columns(block, (k, shards) if shards > 1 else None)
-        tsl = c["ts"].tolist()
-        if first_ts is None and tsl:
-            first_ts = tsl[0]
-        pl = c["p"].tolist()
-        cl = c["caplen"].tolist()
-        wl = c["wirelen"].tolist()
+        count = len(c["p"])
+        if not count:
+            continue
+        if first_ts is None:
+            first_ts = int(c["ts"][0])
         if linktype != 1:  # no fast path: every record through the decoder
+            tsl = c["ts"].tolist()
+            pl = c["p"].tolist()
+            cl = c["caplen"].tolist()
+            wl = c["wirelen"].tolist()
             for i, p in enumerate(pl):
                 one(block.frame0 + i + 1, tsl[i], linktype, buf[p:p + cl[i]], wl[i])
         else:
             if len(flows) > MAX_CACHED_FLOWS:
                 flows.clear()
-            kind = c["kind"].tolist()
-            seql = c["seq"].tolist()
-            ipl = c["ip_bytes"].tolist()
-            psl = c["ps"].tolist()
-            stl = c["stop"].tolist()
-            ksl = c["ks"].tolist()
-            kel = c["ke"].tolist()
-            spl = c["sport"].tolist()
-            dpl = c["dport"].tolist()
-            ackl = c["ack"].tolist()
-            fll = c["flags"].tolist()
-            wnl = c["window"].tolist()
-            l4l = c["l4"].tolist()
-            pwl = c["paylen"].tolist()
+            n0 = n
+            if shards > 1:  # only this shard's records (and those where connections expire) reach Python
+                keep = c["kind"] != 3
+                if streaming:
+                    keep |= (n0 + np.arange(1, count + 1)) % EXPIRE_EVERY == 0
+                sel = np.flatnonzero(keep)
+                idxl: list[int] | range = sel.tolist()
+                cols = {name: c[name][sel] for name in _PER_RECORD}
+            else:
+                idxl = range(count)
+                cols = c
+            tsl = cols["ts"].tolist()
+            pl = cols["p"].tolist()
+            cl = cols["caplen"].tolist()
+            wl = cols["wirelen"].tolist()
+            kind = cols["kind"].tolist()
+            seql = cols["seq"].tolist()
+            ipl = cols["ip_bytes"].tolist()
+            psl = cols["ps"].tolist()
+            stl = cols["stop"].tolist()
+            ksl = cols["ks"].tolist()
+            kel = cols["ke"].tolist()
+            spl = cols["sport"].tolist()
+            dpl = cols["dport"].tolist()
+            ackl = cols["ack"].tolist()
+            fll = cols["flags"].tolist()
+            wnl = cols["window"].tolist()
+            l4l = cols["l4"].tolist()
+            pwl = cols["paylen"].tolist()
             i = -1
-            frame = block.frame0  # pcapng: blocks without a packet count as frames, so not always n
-            for kd, ts, seq, ip_bytes, ps, stop, ks, ke in zip(kind, tsl, seql, ipl, psl, stl, ksl, kel,
-                                                                 strict=True):
+            frame0 = block.frame0 + 1  # pcapng: blocks without a packet count as frames, so not always n
+            for idx, kd, ts, seq, ip_bytes, ps, stop, ks, ke in zip(idxl, kind, tsl, seql, ipl, psl, stl, ksl,
+                                                                      kel, strict=True):
                 i += 1
-                n += 1
-                frame += 1
+                n = n0 + idx + 1
+                frame = frame0 + idx
                 if streaming and not n % EXPIRE_EVERY:
                     tcp.expire(ts)
                     udp.expire(ts)
@@ -239,8 +260,8 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                 p = pl[i]
                 decode_and_feed(frame, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp,
                                 k, shards, raw_owner, flow_owner)
-        if tsl:
-            ts = tsl[-1]
+            n = n0 + count
+        ts = int(c["ts"][-1])
         if progress is not None:
             progress(n)
     return n, first_ts, ts
