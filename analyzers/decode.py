@@ -132,7 +132,26 @@ class _Bad(Exception):
         self.reason = reason
 
 
+#: PPP protocol numbers of IPv4 and IPv6
+_PPP_IP = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
+ETH_PPPOE_SESSION = 0x8864
+ETH_MPLS = frozenset((0x8847, 0x8848))
+
+
+def _ppp(data: bytes, off: int) -> tuple[int, int]:
+    """The IP packet after a PPP header at ``off`` (address and control bytes optional); etype 0
+    (nothing to analyze) when it carries something else or is cut short."""
+    if data[off:off + 2] == b"\xff\x03":
+        off += 2
+    if len(data) < off + 2:
+        return 0, off
+    proto = (data[off] << 8) | data[off + 1]
+    return _PPP_IP.get(proto, 0), off + 2
+
+
 def _ether_type_walk(data: bytes, etype: int, off: int) -> tuple[int, int]:
+    """After an EtherType at ``off``: VLAN tags, then a PPPoE session's PPP frame or an MPLS label
+    stack, down to the IP packet (as Wireshark and Zeek open them)."""
     depth = 0
     while etype in VLAN_TYPES:
         if len(data) < off + 4:
@@ -142,6 +161,19 @@ def _ether_type_walk(data: bytes, etype: int, off: int) -> tuple[int, int]:
             raise _Bad("802.1Q", "more than 8 stacked VLAN tags")
         etype = (data[off + 2] << 8) | data[off + 3]
         off += 4
+    if etype == ETH_PPPOE_SESSION:
+        if len(data) < off + 8:
+            return 0, off
+        return _ppp(data, off + 6)
+    if etype in ETH_MPLS:
+        while len(data) >= off + 4:
+            bottom = data[off + 2] & 1
+            off += 4
+            if bottom:
+                if len(data) > off and data[off] >> 4 in (4, 6):
+                    return (ETH_IPV4 if data[off] >> 4 == 4 else ETH_IPV6), off
+                break
+        return 0, off
     return etype, off
 
 
@@ -188,6 +220,10 @@ def _link_ipv6(data: bytes) -> tuple[int, int]:
     return ETH_IPV6, 0
 
 
+def _link_ppp(data: bytes) -> tuple[int, int]:
+    return _ppp(data, 0)
+
+
 def _link_sll(data: bytes) -> tuple[int, int]:
     if len(data) < 16:
         raise _Bad("Linux SLL", f"frame shorter than the 16-byte cooked header ({len(data)} bytes)")
@@ -211,6 +247,7 @@ class LinkLayer:
 LINK_LAYERS: dict[int, LinkLayer] = {lt.linktype: lt for lt in (
     LinkLayer(0, "NULL (BSD loopback)", _link_null),
     LinkLayer(1, "Ethernet", _link_ethernet),
+    LinkLayer(9, "PPP", _link_ppp),
     LinkLayer(12, "raw IP", _link_raw),
     LinkLayer(14, "raw IP", _link_raw),
     LinkLayer(101, "raw IP", _link_raw),

@@ -56,7 +56,6 @@ from analyzers.decode import (
     TCP_FIN,
     TCP_RST,
     TCP_SYN,
-    VLAN_TYPES,
     Decoded,
     IcmpError,
     Malformed,
@@ -1436,65 +1435,17 @@ class ZeekTracker:
 
 
 # ---------------------------------------------------------------------------------------------
-# decoding: extra link layers Zeek reads (PPP, PPPoE, MPLS) and ICMP messages
-
-_PPP_IP = {0x0021: 4, 0x0057: 6}
-
-
-def _strip_ppp(data: bytes, off: int) -> int | None:
-    """Offset of the IP packet after a PPP header at ``off`` (address/control optional)."""
-    if data[off:off + 2] == b"\xff\x03":
-        off += 2
-    if len(data) < off + 2:
-        return None
-    proto = (data[off] << 8) | data[off + 1]
-    return off + 2 if proto in _PPP_IP else None
-
-
-def _unwrap_link(linktype: int, data: bytes) -> bytes | None:
-    """The IP packet inside a PPP frame, or inside PPPoE-session / MPLS Ethernet frames; None if the
-    frame is something the standard decoder handles itself."""
-    if linktype == 9:  # LINKTYPE_PPP
-        off = _strip_ppp(data, 0)
-        return data[off:] if off is not None else None
-    if linktype != 1 or len(data) < 14:
-        return None
-    etype = (data[12] << 8) | data[13]
-    off = 14
-    while etype in VLAN_TYPES and len(data) >= off + 4:
-        etype = (data[off + 2] << 8) | data[off + 3]
-        off += 4
-    if etype == 0x8864:  # PPPoE session
-        if len(data) < off + 8:
-            return None
-        pppoff = _strip_ppp(data, off + 6)
-        return data[pppoff:] if pppoff is not None else None
-    if etype in (0x8847, 0x8848):  # MPLS unicast / multicast
-        while len(data) >= off + 4:
-            bottom = data[off + 2] & 1
-            off += 4
-            if bottom:
-                if len(data) > off and data[off] >> 4 in (4, 6):
-                    return data[off:]
-                return None
-    return None
-
+# decoding: checksums and ICMP messages as Zeek sees them
 
 class ZeekDecoder(ChecksumDecoder):
-    """The decoder behind the Zeek view: checksums classified (:class:`ChecksumDecoder`), PPP / PPPoE /
-    MPLS frames opened to their IP packet, and ICMP messages returned as :class:`IcmpPacket` (ICMP
+    """The decoder behind the Zeek view: checksums classified (:class:`ChecksumDecoder`; PPP, PPPoE and
+    MPLS frames are opened by every decoder), and ICMP messages returned as :class:`IcmpPacket` (ICMP
     errors stay :class:`~analyzers.decode.IcmpError`, for loopcap's stream numbering; their Zeek view is
     kept in :attr:`last_icmp`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.last_icmp: IcmpPacket | None = None
-
-    def decode(self, frame: int, ts_ns: int, linktype: int, data: bytes, wirelen: int) -> Decoded:
-        inner = _unwrap_link(linktype, data)
-        if inner is not None:
-            return super().decode(frame, ts_ns, 101, inner, wirelen - (len(data) - len(inner)))
-        return super().decode(frame, ts_ns, linktype, data, wirelen)
 
     def _l4(self, frame: int, ts_ns: int, version: int, src: bytes, dst: bytes, proto: int, seg: bytes,
             wire_len: int, ip_bytes: int, frag_frames: tuple[int, ...]) -> Decoded:

@@ -262,3 +262,31 @@ def test_output_piped_into_head_ends_quietly_with_exit_code_0() -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert b"Traceback" not in err and b"Broken pipe" not in err
+
+
+def test_the_peers_views_add_to_the_analysis_and_never_change_it() -> None:
+    """``--no-peers`` gives the same analysis without the peers' parts, on every real capture (the
+    peers' decoder verifies checksums, but opens no frame the plain one does not: PPP, PPPoE and
+    MPLS are opened by both)."""
+    from test_fast_path import real_captures
+
+    from analyzers.analysis import analyze_file
+    from analyzers.errors import LoopcapError
+    from loopcap.cli import _options
+
+    checked = 0
+    for p in real_captures():
+        try:
+            plain = analyze_file(p, _options((), peers=False)).to_dict()
+        except LoopcapError:
+            continue
+        doc = analyze_file(p, _options((), peers=True)).to_dict()
+        del doc["zeek"], doc["zeek_checksums"]
+        for kind in ("tcp", "udp"):
+            for item in doc[kind]:
+                item.pop("zeek", None)
+                item.pop("analysis", None)
+        doc["warnings"] = [w for w in doc["warnings"] if not w.startswith("Zeek view:")]
+        assert doc == plain, p
+        checked += 1
+    assert checked >= 90

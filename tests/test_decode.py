@@ -135,6 +135,38 @@ def test_non_ip_frames_are_other(linktype: int, frame: bytes) -> None:
     assert dec(frame, linktype) == OTHER
 
 
+def _mpls(ip: bytes, labels: int = 2) -> bytes:
+    stack = b"".join((16 + i).to_bytes(3, "big")[:2] + bytes([((16 + i) & 0xF) << 4 | (i == labels - 1), 64])
+                     for i in range(labels))
+    return stack + ip
+
+
+@pytest.mark.parametrize(("linktype", "frame"), [
+    (1, pb.ethernet(b"\x11\x00\x00\x01" + len(tcp4()).to_bytes(2, "big") + b"\x00\x21" + tcp4(), 0x8864)),
+    (1, pb.ethernet(b"\x11\x00\x00\x01\x00\x00\xff\x03\x00\x21" + tcp4(), 0x8864, vlans=[(0x8100, 7)])),
+    (1, pb.ethernet(_mpls(tcp4()), 0x8847)),
+    (1, pb.ethernet(_mpls(tcp4(), labels=1), 0x8848, vlans=[(0x8100, 7)])),
+    (9, b"\xff\x03\x00\x21" + tcp4()),
+    (9, b"\x00\x21" + tcp4()),
+], ids=["pppoe", "pppoe-vlan-address-control", "mpls-two-labels", "mpls-multicast-vlan", "ppp", "ppp-no-address"])
+def test_pppoe_mpls_and_ppp_frames_are_opened_to_their_ip_packet(linktype: int, frame: bytes) -> None:
+    """As Wireshark and Zeek do: the analysis does not depend on the peers' views' decoder."""
+    seg = as_tcp(dec(frame, linktype))
+    assert (seg.sport, seg.dport, seg.payload) == (1234, 80, b"data")
+    assert linktype_name(linktype) != f"unknown link type {linktype}"
+
+
+@pytest.mark.parametrize(("linktype", "frame"), [
+    (1, pb.ethernet(b"\x11\x00\x00\x01\x00\x00\xc0\x21" + b"\x00" * 20, 0x8864)),  # LCP, not IP
+    (1, pb.ethernet(b"\x11\x00\x00", 0x8864)),  # cut short
+    (1, pb.ethernet(_mpls(b"\x00" * 20), 0x8847)),  # not IP after the stack
+    (1, pb.ethernet(b"\x00\x10\x00\x40" * 3, 0x8847)),  # no bottom of stack
+    (9, b"\xff\x03\xc0\x21" + b"\x00" * 8),
+], ids=["pppoe-lcp", "pppoe-short", "mpls-not-ip", "mpls-no-bottom", "ppp-lcp"])
+def test_pppoe_mpls_and_ppp_frames_without_ip_are_other(linktype: int, frame: bytes) -> None:
+    assert dec(frame, linktype) == OTHER
+
+
 def test_unknown_link_type_is_counted() -> None:
     d = Decoder()
     assert d.decode(1, 0, 147, b"\x00" * 40, 40) == OTHER

@@ -38,10 +38,6 @@ _ZEEK_TRACES = sorted(_ZEEK_DIR.glob("*.pcap*")) if _ZEEK_DIR.is_dir() else []
 
 #: Zeek traces: (trace, what) -> (frames, reason).  Neither is about the analysis itself.
 ZEEK_TRACE_EXCEPTIONS: dict[tuple[str, str], tuple[frozenset[int], str]] = {
-    ("mixed-vlan-mpls.pcap", "frames"): (
-        frozenset(range(1, 12)),
-        "MPLS-labelled frames: loopcap's decoder (analyzers/decode.py) has no MPLS link layer, so these "
-        "frames are not TCP to loopcap at all (the Zeek view's decoder opens them)"),
     ("ftp__ipv4.pcap", "completeness"): (
         frozenset((23, 24, 28, 29, 30, 31, 34, 42, 43, 46, 47, 48, 50, 51)),
         "FTP data connections: Wireshark's FTP dissector creates their conversation when it reads the "
