@@ -348,14 +348,17 @@ def sll2_frame(payload: bytes, protocol: int | None = None, *, ifindex: int = 1,
 
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
 LINKTYPE_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL2 = 113, 228, 229, 276
+LINKTYPE_PPP = 9
 
 
 def link_frame(linktype: int, ip: bytes, *, vlans: Sequence[tuple[int, int]] = (),
                af: int | None = None, endian: Endian = "<") -> bytes:
-    """Wrap an IP packet for ``linktype`` (0, 1, 12, 14, 101, 108, 113, 228, 229, 276)."""
+    """Wrap an IP packet for ``linktype`` (0, 1, 9, 12, 14, 101, 108, 113, 228, 229, 276)."""
     v6 = bool(ip) and ip[0] >> 4 == 6
     if linktype == LINKTYPE_ETHERNET:
         return ethernet(ip, vlans=vlans)
+    if linktype == LINKTYPE_PPP:  # HDLC-like address and control, then the PPP protocol number
+        return b"\xff\x03" + (b"\x00\x57" if v6 else b"\x00\x21") + ip
     if linktype == LINKTYPE_NULL:
         return null_frame(ip, af if af is not None else (AF_INET6_BSD if v6 else AF_INET), endian)
     if linktype == LINKTYPE_LOOP:

@@ -307,6 +307,7 @@ LINK_VARIANTS: list[tuple[str, int, dict[str, object], tuple[str, ...]]] = [
     ("ipv6-229", 229, {}, (V6,)),
     ("sll-113", 113, {}, (V4, V6)),
     ("sll2-276", 276, {}, (V4, V6)),
+    ("ppp-9", 9, {}, (V4, V6)),
 ]
 
 
