@@ -217,7 +217,22 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
     observers = list(opts.observers)
     res.observers = observers
     if observers:
+        by_key = tcp._by_key
+        idle = tcp.idle_limit_ns
+
         def feed_tcp_observed(seg: TcpSegment) -> TcpConnection:
+            # the tracker's fast path (as in _loop_fast) for in-order ACK / ACK+PSH segments fully
+            # captured on a steady connection; the observers see every segment either way
+            flags = seg.flags
+            if (flags == 0x10 or flags == 0x18) and len(seg.payload) == seg.paylen:
+                a = (seg.src, seg.sport)
+                b = (seg.dst, seg.dport)
+                conn = by_key.get((a, b) if a <= b else (b, a))
+                if conn is not None and conn.steady and seg.ts_ns - conn.last_ts <= idle and conn.add_steady(
+                        0 if a == conn.ep[0] else 1, seg.frame, seg.ts_ns, seg.seq, seg.ip_bytes, seg.payload):
+                    for ob in observers:
+                        ob.on_tcp(conn, seg)
+                    return conn
             conn = tcp.feed(seg)
             for ob in observers:
                 ob.on_tcp(conn, seg)
