@@ -206,11 +206,18 @@ def write_json_lines(paths: list[str], out: IO[str], options: AnalysisOptions | 
         with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
             spools = [os.path.join(tmp, f"{i}.json") for i in range(len(paths))]
             futures = [pool.submit(_json_line_task, p, opts, sp) for p, sp in zip(paths, spools, strict=True)]
+            raw = getattr(out, "buffer", None)  # the workers wrote ASCII: copied as bytes, not decoded again
             for p, sp, fut in zip(paths, spools, futures, strict=True):
                 err, packets = fut.result()
                 raise_carried(err)
-                with open(sp, encoding="utf-8") as f:
-                    shutil.copyfileobj(f, out, 1 << 20)
+                if raw is not None:
+                    out.flush()
+                    with open(sp, "rb") as fb:
+                        shutil.copyfileobj(fb, raw, 1 << 20)
+                    raw.flush()
+                else:
+                    with open(sp, encoding="utf-8") as f:
+                        shutil.copyfileobj(f, out, 1 << 20)
                 os.unlink(sp)
                 if progress is not None:
                     progress.advance_file(os.path.getsize(p) if os.path.isfile(p) else 0, packets)
