@@ -21,7 +21,7 @@ pyarrow is an optional dependency (``pip install 'loopcap[parquet]'``), imported
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -282,6 +282,20 @@ class PacketWriter:
         pass
 
     def contribute(self, analysis: object, doc: dict[str, Any]) -> None:
+        self.flush()
+
+    # a streamed analysis (analyzers.streaming.StreamingObserver): rows go out in batches as they come,
+    # nothing to add to a connection's summary, nothing to wait for
+    def start_streaming(self, ready: Callable[[str, int], None]) -> None:
+        return None
+
+    def waiting(self, kind: str, stream: int) -> bool:
+        return False
+
+    def add_links(self, kind: str, stream: int, item: dict[str, Any] | None) -> None:
+        return None
+
+    def finish_streaming(self) -> None:
         self.flush()
 
     def flush(self) -> None:

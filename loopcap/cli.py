@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -120,6 +121,9 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
                                       "conn.log, or Parquet tables (with -w DIR).")
 @click.option("-w", "--write", "out_dir", type=click.Path(file_okay=False),
               help="Output directory for --format parquet (tcp.parquet, udp.parquet).")
+@click.option("--packets", "packet_table", is_flag=True,
+              help="With --format parquet: also packets.parquet, one row per TCP segment and UDP datagram "
+                   "(frame, time, stream, addresses, ports, flags, seq/ack, window, lengths), in capture order.")
 @click.option("--peers/--no-peers", default=True, show_default=True,
               help="Add Wireshark's tcp.analysis flags and Zeek's conn_state/history (--no-peers: faster).")
 @click.option("--checksums", type=click.Choice(["auto", "verify", "ignore"]), default="auto", show_default=True,
@@ -139,7 +143,8 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
 @click.option("--no-http", is_flag=True, help="Do not look for HTTP/1.x messages in TCP payloads.")
 @click.option("--all-datagrams", is_flag=True, help="List every UDP datagram in the text output.")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
-def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None, peers: bool, checksums: str,
+def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None, packet_table: bool, peers: bool,
+            checksums: str,
             jobs: int | None, engine: str, scheduler: str | None, quiet: bool, stream: int | None,
             udp_stream: int | None, port: int | None, host: str | None, server_port: tuple[int, ...],
             no_http: bool, all_datagrams: bool, color: str) -> None:
@@ -155,6 +160,12 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
 
     if as_json:
         fmt = "json"
+    if packet_table and fmt != "parquet":
+        _fail(UsageError("--packets writes packets.parquet next to the connection tables",
+                         hint="Use it with --format parquet -w DIR."))
+    if engine == "dask" and packet_table:
+        _fail(UsageError("--engine dask does not write per-packet tables (packets.parquet)",
+                         hint="Use the local engine (the default) for --packets."))
     if engine == "dask" and peers and fmt != "zeek":
         _fail(UsageError("--engine dask runs the analysis without the peers' views (Wireshark's tcp.analysis "
                          "flags, Zeek's conn_state and history): they follow every packet of a file in one process",
@@ -177,9 +188,15 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                    "tcp.analysis flags, Zeek's conn_state) takes minutes; --no-peers gives the same analysis "
                    "without them, about 8x faster on every core", err=True)
 
-    def fresh() -> AnalysisOptions:  # the peers' views keep state: one set per capture
-        return _options(server_port, http=not no_http, peers=peers, checksums=checksums)
     tables: Any = None  # ParquetTables, for --format parquet
+    packets: Any = None  # PacketWriter, for --packets
+
+    def fresh(path: str | None = None) -> AnalysisOptions:  # the peers' views keep state: one set per capture
+        opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
+        if packets is not None:
+            packets.file = path
+            opts.observers = [*opts.observers, packets]
+        return opts
 
     def emit(doc: dict[str, Any], first: bool) -> None:
         """One file's document to the output (its connections read once): Parquet row groups, the
@@ -205,6 +222,10 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
 
             assert out_dir is not None
             tables = ParquetTables(out_dir)
+            if packet_table:
+                from analyzers.parquet import PacketWriter
+
+                packets = PacketWriter(Path(out_dir) / "packets.parquet")
         with bar:
             try:
                 if local and fmt == "json" and len(paths) > 1 and not filtered:
@@ -219,7 +240,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
                 elif local:
                     # each file streamed in bounded memory (without the peers' views a large one on every
                     # core) and handed to the output a connection at a time
-                    _stream_each(paths, fresh, peers, jobs, bar, emit, warn=fmt == "text")
+                    _stream_each(paths, fresh, peers or packets is not None, jobs, bar, emit, warn=fmt == "text")
                 else:
                     # a Dask cluster: each file's connections read back from the workers' spools
                     for i, (path, doc) in enumerate(analyze_paths(paths, fresh(), jobs=jobs, engine=engine,
@@ -233,18 +254,22 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
             finally:
                 if tables is not None:
                     tables.close()
+                if packets is not None:
+                    packets.close()
         if tables is not None:
             for name, where in tables.paths.items():
                 click.echo(f"{name}: {where}")
+        if packets is not None:
+            click.echo(f"packets: {packets.path}")
     except LoopcapError as err:
         _fail(err)
 
 
-def _stream_each(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: bool, jobs: int | None,
+def _stream_each(paths: list[str], fresh: Callable[[str], AnalysisOptions], one_process: bool, jobs: int | None,
                  bar: Any, emit: Callable[[dict[str, Any], bool], None], *, warn: bool) -> None:
-    """Each file analyzed streaming (on every core without the peers' views when it is large), its
-    document handed to ``emit(doc, first)`` with its connections to be read once; with ``warn`` its
-    warnings to stderr afterwards."""
+    """Each file analyzed streaming (a large one on every core, unless ``one_process``: observers such as
+    the peers' views follow every packet in one process), its document handed to ``emit(doc, first)``
+    with its connections to be read once; with ``warn`` its warnings to stderr afterwards."""
     from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
     from analyzers.streaming import analyze_file_streamed
 
@@ -257,13 +282,13 @@ def _stream_each(paths: list[str], fresh: Callable[[], AnalysisOptions], peers: 
             warnings.extend(doc["warnings"])
 
         big = os.path.isfile(path) and os.path.getsize(path) >= DEFAULT_SPLIT_BYTES
-        if not peers and j > 1 and big:
+        if not one_process and j > 1 and big:
             from analyzers.shardstream import analyze_file_sharded
 
-            res = analyze_file_sharded(path, show, fresh(), jobs=j)
+            res = analyze_file_sharded(path, show, fresh(path), jobs=j)
             bar.advance_file(os.path.getsize(path), res.packets)
         else:
-            analyze_file_streamed(path, show, fresh(), progress=bar)
+            analyze_file_streamed(path, show, fresh(path), progress=bar)
         sys.stdout.flush()
         for w in warnings if warn else ():
             click.echo(f"loopcap: warning: {path}: {w}", err=True)

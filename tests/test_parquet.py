@@ -112,3 +112,45 @@ def test_analyze_format_parquet_streams_and_writes_the_tables_of_the_in_memory_d
         assert tcp.read().to_pylist() == [r for d in want for r in tcp_rows(d)]
         assert pq.read_table(out / "udp.parquet").to_pylist() == [r for d in want for r in udp_rows(d)]
         assert tcp.metadata.num_row_groups == sum(max(1, -(-len(d["tcp"]) // 3)) for d in want)
+
+
+@pytest.mark.parametrize("args", [["--no-peers"], [], ["--no-peers", "-j", "2"]])
+def test_analyze_packets_writes_a_row_per_segment_and_datagram_of_every_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """``--format parquet --packets``: packets.parquet holds each file's TCP segments and UDP
+    datagrams in capture order, named by file and numbered by stream as the connection tables are,
+    with or without the peers' views, and a file large enough to be split by flow stays in one
+    process (the table follows every packet)."""
+    from click.testing import CliRunner
+
+    import analyzers.parallel
+    from loopcap import cli
+
+    monkeypatch.setattr(analyzers.parallel, "DEFAULT_SPLIT_BYTES", 1)
+    files = [str(p) for p in FIXTURES[:5]]
+    out = tmp_path / "t"
+    done = CliRunner().invoke(cli.cli, ["analyze", "--format", "parquet", "--packets", "-q", "-w", str(out),
+                                        *args, *files])
+    assert done.exit_code == 0, done.output
+    assert f"packets: {out / 'packets.parquet'}" in done.stdout
+    rows = pq.read_table(out / "packets.parquet").to_pylist()
+    tcp = pq.read_table(out / "tcp.parquet").to_pylist()
+    udp = pq.read_table(out / "udp.parquet").to_pylist()
+    for f in files:
+        mine = [r for r in rows if r["file"] == f]
+        assert [r["frame"] for r in mine] == sorted(r["frame"] for r in mine)
+        for kind, table, count in (("tcp", tcp, ("packets_client", "packets_server")),
+                                   ("udp", udp, ("packets_client", "packets_server"))):
+            for c in (c for c in table if c["file"] == f):
+                got = [r for r in mine if r["proto"] == kind and r["stream"] == c["stream"]]
+                assert len(got) == c[count[0]] + c[count[1]], (f, kind, c["stream"])
+    assert {r["file"] for r in rows} == set(files) and len(rows) > 100
+
+
+def test_analyze_packets_needs_the_parquet_format(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from loopcap import cli
+
+    done = CliRunner().invoke(cli.cli, ["analyze", "--json", "--packets", str(FIXTURES[0])])
+    assert done.exit_code == 2 and "--format parquet" in done.stderr and "Traceback" not in done.output
