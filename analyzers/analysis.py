@@ -248,7 +248,12 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
         if observers or opts.decoder_factory is not None:
             if opts.shard is not None:
                 raise ValueError("a sharded analysis runs no observers and uses the plain decoder")
-            n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+            if observers and blocks is not None and blockloop.available(blocks):
+                # the peers' views: every packet to the observers, read and (checksums) verified by blocks
+                n, first_ts, ts = blockloop.loop_blocks_observed(blocks, res, decoder, feed_tcp, feed_udp, tcp, udp,
+                                                                 observers, on_block)
+            else:  # the reference loop: a record at a time through the decoder
+                n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
         elif blocks is not None and blockloop.available(blocks):
             n, first_ts, ts = blockloop.loop_blocks(blocks, res, decode, tcp, udp, opts.shard, on_block)
         else:

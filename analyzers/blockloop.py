@@ -265,3 +265,160 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
         if progress is not None:
             progress(n)
     return n, first_ts, ts
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop with observers (the peers' views): every packet decoded, checksums verified in numpy
+
+#: checksum statuses by code (see :func:`_tcp_checksums`)
+_STATUS = ("ok", "partial", "bad", "bad_ip", "unverified")
+
+
+class _WordSums:
+    """Sums of big-endian 16-bit words over byte ranges of one buffer (RFC 1071's sum before folding):
+    prefix sums of the words at even offsets and at odd offsets, made once per block."""
+
+    def __init__(self, data: bytes) -> None:
+        if len(data) % 2:
+            data += b"\0"
+        self.a = np.frombuffer(data, dtype=np.uint8)
+        self.even = np.concatenate(([0], np.cumsum(np.frombuffer(data, dtype=">u2"), dtype=np.int64)))
+        self.odd = np.concatenate(([0], np.cumsum(np.frombuffer(data[1:] + b"\0", dtype=">u2"), dtype=np.int64)))
+
+    def __call__(self, start: Any, length: Any) -> Any:
+        """The sum over ``[start, start + length)`` for every row (an odd last byte is its word's
+        high byte, as RFC 1071 pads it), as int64."""
+        k0 = start >> 1
+        m = length >> 1
+        total = np.where((start & 1).astype(bool), self.odd[k0 + m] - self.odd[k0], self.even[k0 + m] - self.even[k0])
+        return total + np.where(length & 1, self.a[start + length - 1].astype(np.int64) << 8, 0)
+
+
+def _fold(v: Any) -> Any:
+    """:func:`analyzers.checksum.ones_sum`'s result from a sum of words (``v`` >= 0)."""
+    r = v % 0xFFFF
+    return np.where(v == 0, 0, np.where(r == 0, 0xFFFF, r))
+
+
+def _tcp_checksums(block: RecordBlock, c: dict[str, Any], rows: Any) -> list[int]:
+    """The checksum status code (index into :data:`_STATUS`) of fast-path TCP segments ``rows`` of
+    ``block``, exactly as :class:`analyzers.checksum.ChecksumDecoder` classifies them: a bad IPv4
+    header checksum, else unverified when the capture cut the segment, else the TCP checksum over
+    the pseudo-header and the segment: ok, partial (the field holds the pseudo-header sum: Linux's
+    offload on loopback), or bad."""
+    sums = _WordSums(block.buf + _PAD)
+    a = sums.a
+    p = c["p"][rows]
+    l4 = c["l4"][rows]
+    v4 = l4 == 34
+    seg = p + l4
+    wire = c["ip_bytes"][rows] - (l4 - 14)
+    captured = c["stop"][rows] - seg
+    ip_ok = ~v4 | (_fold(sums(p + 14, np.full(len(rows), 20))) == 0xFFFF)
+    addr = sums(np.where(v4, p + 26, p + 22), np.where(v4, 8, 32))  # the source and destination addresses
+    pseudo = _fold(addr + 6 + np.where(v4, wire, (wire >> 16) + (wire & 0xFFFF)))
+    whole = captured >= wire
+    length = np.where(whole, wire, 0)
+    ok = _fold(sums(seg, length) + pseudo) == 0xFFFF
+    field = (a[seg + 16].astype(np.int64) << 8) | a[seg + 17]
+    partial = (field == pseudo) | (((field == 0) | (field == 0xFFFF)) & ((pseudo == 0) | (pseudo == 0xFFFF)))
+    code = np.where(ok, 0, np.where(partial, 1, 2))
+    code = np.where(whole, code, 4)
+    return np.where(ip_ok, code, 3).tolist()  # type: ignore[no-any-return]
+
+
+def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, feed_tcp: Callable[[TcpSegment], object],
+                         feed_udp: Callable[[Any], object], tcp: TcpTracker, udp: UdpTracker, observers: list[Any],
+                         progress: Callable[[int], None] | None = None) -> tuple[int, int | None, int]:
+    """:func:`analyzers.analysis._loop` (every packet decoded and shown to the observers) over the
+    reader's blocks: the plain Ethernet/IPv4/IPv6/TCP segments are built from the block's parsed
+    fields, and when ``decoder`` verifies checksums (:class:`~analyzers.checksum.ChecksumDecoder`,
+    the peers' views' decoder) their checksums are classified in numpy; every other record goes
+    through ``decoder``.  The same result as ``_loop`` (tests/test_blockloop.py)."""
+    from analyzers.analysis import EXPIRE_EVERY, _other
+    from analyzers.checksum import ChecksumDecoder
+    from analyzers.decode import UdpDatagram
+
+    decode = decoder.decode
+    checks = isinstance(decoder, ChecksumDecoder)
+    streaming = tcp._on_done is not None or udp._on_done is not None
+    n = 0
+    first_ts: int | None = None
+    ts = 0
+
+    def one(frame: int, ts: int, linktype: int, data: bytes, wirelen: int) -> None:
+        x = decode(frame, ts, linktype, data, wirelen)
+        cls = x.__class__
+        if cls is TcpSegment:
+            feed_tcp(x)
+        elif cls is UdpDatagram:
+            feed_udp(x)
+        else:
+            _other(x, res, tcp, udp)
+            for ob in observers:
+                ob.on_other(frame, ts, x)
+
+    blocks = reader.pcapng_blocks() if reader.file_format == "pcapng" else reader.pcap_blocks()
+    for block in blocks:
+        if isinstance(block, PacketRecord):
+            n += 1
+            ts = block.ts_ns
+            if first_ts is None:
+                first_ts = ts
+            if streaming and not n % EXPIRE_EVERY:
+                tcp.expire(ts)
+                udp.expire(ts)
+            one(block.frame, ts, block.linktype, block.data, block.wirelen)
+            continue
+        buf = block.buf
+        linktype = block.linktype
+        c = _columns(block, None)
+        count = len(c["p"])
+        if not count:
+            continue
+        tsl = c["ts"].tolist()
+        if first_ts is None:
+            first_ts = tsl[0]
+        pl = c["p"].tolist()
+        cl = c["caplen"].tolist()
+        wl = c["wirelen"].tolist()
+        frame0 = block.frame0 + 1
+        if linktype != 1:
+            kind = [0] * count
+        else:
+            kind = c["kind"].tolist()
+            seql, ipl, psl, stl = c["seq"].tolist(), c["ip_bytes"].tolist(), c["ps"].tolist(), c["stop"].tolist()
+            ksl, kel, spl, dpl = c["ks"].tolist(), c["ke"].tolist(), c["sport"].tolist(), c["dport"].tolist()
+            ackl, fll, wnl = c["ack"].tolist(), c["flags"].tolist(), c["window"].tolist()
+            l4l, pwl = c["l4"].tolist(), c["paylen"].tolist()
+            status: list[int] = []
+            fast = np.flatnonzero(c["kind"] > 0)
+            if checks and len(fast):
+                status = [0] * count
+                for i, code in zip(fast.tolist(), _tcp_checksums(block, c, fast), strict=True):
+                    status[i] = code
+        for i in range(count):
+            n += 1
+            ts = tsl[i]
+            if streaming and not n % EXPIRE_EVERY:
+                tcp.expire(ts)
+                udp.expire(ts)
+            if kind[i]:
+                ks, ke, ps = ksl[i], kel[i], psl[i]
+                half = (ke - ks - 4) >> 1
+                seg = TcpSegment(frame0 + i, ts, 6 if half == 16 else 4, buf[ks:ks + half], buf[ks + half:ke - 4],
+                                 spl[i], dpl[i], seql[i], ackl[i], fll[i], wnl[i], buf[pl[i] + l4l[i] + 20:ps],
+                                 buf[ps:stl[i]], pwl[i], ipl[i])
+                if checks:
+                    st = _STATUS[status[i]]
+                    seg.checksum = st
+                    decoder._count(st)
+                feed_tcp(seg)
+            else:
+                p = pl[i]
+                one(frame0 + i, ts, linktype, buf[p:p + cl[i]], wl[i])
+        ts = tsl[-1]
+        if progress is not None:
+            progress(n)
+    return n, first_ts, ts
+

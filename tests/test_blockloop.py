@@ -336,3 +336,92 @@ def test_a_reused_four_tuple_is_not_fed_to_the_replaced_connection_from_the_flow
     r = CaptureReader(io.BytesIO(blob))
     assert analyze_records(r, blocks=r).to_dict() == ref
     assert [c["frames"]["count"] for c in ref["tcp"]] == [5, 5]
+
+
+def _observed(path: Path, checksums: str, blocks: bool) -> tuple[dict[str, object], dict[str, int]]:
+    """The document with the peers' views (and the checksum counts of their decoder), from the block
+    loop with observers or from the record-at-a-time reference loop."""
+    from loopcap.cli import _options
+
+    opts = _options((), peers=True, checksums=checksums)
+    with CaptureReader.open(path) as r:
+        res = analyze_records(r, opts, file=str(path), blocks=r if blocks else None)
+        res.file_format, res.linktypes, res.read_warnings = r.file_format, r.linktypes, list(r.warnings)
+    zeek = opts.observers[0]
+    return res.to_dict(), dict(zeek.decoder.counts)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("checksums", ["auto", "verify", "ignore"])
+def test_block_loop_with_observers_gives_the_record_loops_documents_and_checksum_counts(
+        checksums: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peers' views read by blocks (segments built from the parsed fields, checksums classified
+    in numpy) see what they see record by record, on every capture, with blocks cut small too."""
+    checked = 0
+    for chunk in (None, 3000):
+        if chunk is not None:
+            monkeypatch.setattr(pcapfile, "BLOCK_READ_BYTES", chunk)
+        for p in all_captures():
+            try:
+                want = _observed(p, checksums, blocks=False)
+            except LoopcapError:
+                continue
+            assert _observed(p, checksums, blocks=True) == want, (p, chunk)
+            checked += 1
+    assert checked > 150
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_loop_classifies_checksums_like_the_verifying_decoder(seed: int, tmp_path: Path) -> None:
+    """Segments with good, bad, offloaded (partial) and zero checksums, a bad IPv4 header checksum,
+    odd lengths, cut by the snap length, IPv4 and IPv6, at every alignment in the block."""
+    import random
+
+    from analyzers.checksum import ChecksumDecoder, pseudo_header_sum
+    from analyzers.decode import TcpSegment as Seg
+
+    rng = random.Random(seed)
+    frames = []
+    for i in range(300):
+        v6 = rng.random() < 0.4
+        h = "::1" if v6 else "127.0.0.1"
+        f = bytearray(ethernet(tcp_packet(h, 40000 + i % 7, h, 80, rng.randrange(2**32), rng.randrange(2**32),
+                                          rng.choice(["A", "PA", "S", "FA"]),
+                                          payload=rng.randbytes(rng.choice([0, 1, 2, 3, 57, 1000])))))
+        l4 = 54 if v6 else 34
+        r = rng.random()
+        if r < 0.2:
+            f[l4 + 16] ^= 0x5A  # a bad TCP checksum
+        elif r < 0.3:  # offloaded: the field holds the pseudo-header sum (Linux on loopback)
+            src, dst = (bytes(f[22:38]), bytes(f[38:54])) if v6 else (bytes(f[26:30]), bytes(f[30:34]))
+            f[l4 + 16:l4 + 18] = pseudo_header_sum(src, dst, 6, len(f) - l4).to_bytes(2, "big")
+        elif r < 0.4 and not v6:
+            f[24] ^= 0x01  # a bad IPv4 header checksum
+        elif r < 0.5:
+            f[-1] ^= 0xFF  # the payload changed after the sum
+        cut = len(f) - rng.choice([0, 0, 0, 1, 5]) if len(f) > l4 + 25 else len(f)
+        frames.append(Frame(1_000_000_000 + i * 1000, bytes(f[:cut]), len(f)))
+    blob = pcap_file(frames)
+    dec = ChecksumDecoder()
+    want = []
+    for i, fr in enumerate(frames):
+        x = dec.decode(i + 1, fr.ts_ns, 1, fr.data, fr.wirelen or len(fr.data))
+        want.append(x.checksum if isinstance(x, Seg) else None)
+    got: list[str | None] = [None] * len(frames)
+
+    class Seen:
+        def on_tcp(self, conn: TcpConnection, seg: Seg) -> None:
+            got[seg.frame - 1] = seg.checksum
+
+        def on_udp(self, conv: object, dg: object) -> None:
+            pass
+
+        def on_other(self, frame: int, ts_ns: int, result: object) -> None:
+            pass
+
+        def contribute(self, analysis: object, doc: dict[str, object]) -> None:
+            pass
+
+    reader = CaptureReader(io.BytesIO(blob))
+    analyze_records(reader, AnalysisOptions(observers=[Seen()], decoder_factory=ChecksumDecoder), blocks=reader)
+    assert got == want
+    assert {"ok", "partial", "bad", "bad_ip", "unverified"} <= set(want)
