@@ -270,20 +270,32 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
 # ---------------------------------------------------------------------------------------------
 # the loop with observers (the peers' views): every packet decoded, checksums verified in numpy
 
+#: how much of the file :func:`loop_blocks_observed` reads at a time
+OBSERVED_BLOCK_BYTES = 256 * 1024
 #: checksum statuses by code (see :func:`_tcp_checksums`)
 _STATUS = ("ok", "partial", "bad", "bad_ip", "unverified")
 
 
 class _WordSums:
     """Sums of big-endian 16-bit words over byte ranges of one buffer (RFC 1071's sum before folding):
-    prefix sums of the words at even offsets and at odd offsets, made once per block."""
+    prefix sums of the words at even offsets and at odd offsets, made once per block.
+
+    The prefix sums are 32-bit and wrap; the difference of two of them is still exact for a range
+    of fewer than 65,537 words (its true sum is below 2**32), which covers any IP packet."""
 
     def __init__(self, data: bytes) -> None:
         if len(data) % 2:
             data += b"\0"
         self.a = np.frombuffer(data, dtype=np.uint8)
-        self.even = np.concatenate(([0], np.cumsum(np.frombuffer(data, dtype=">u2"), dtype=np.int64)))
-        self.odd = np.concatenate(([0], np.cumsum(np.frombuffer(data[1:] + b"\0", dtype=">u2"), dtype=np.int64)))
+        self.even = self._prefix(np.frombuffer(data, dtype=">u2"))
+        self.odd = self._prefix(np.frombuffer(data[1:] + b"\0", dtype=">u2"))
+
+    @staticmethod
+    def _prefix(words: Any) -> Any:
+        out = np.empty(len(words) + 1, dtype=np.uint32)
+        out[0] = 0
+        np.cumsum(words, dtype=np.uint32, out=out[1:])
+        return out
 
     def __call__(self, start: Any, length: Any) -> Any:
         """The sum over ``[start, start + length)`` for every row (an odd last byte is its word's
@@ -291,7 +303,7 @@ class _WordSums:
         k0 = start >> 1
         m = length >> 1
         total = np.where((start & 1).astype(bool), self.odd[k0 + m] - self.odd[k0], self.even[k0 + m] - self.even[k0])
-        return total + np.where(length & 1, self.a[start + length - 1].astype(np.int64) << 8, 0)
+        return total.astype(np.int64) + np.where(length & 1, self.a[start + length - 1].astype(np.int64) << 8, 0)
 
 
 def _fold(v: Any) -> Any:
@@ -358,7 +370,10 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
             for ob in observers:
                 ob.on_other(frame, ts, x)
 
-    blocks = reader.pcapng_blocks() if reader.file_format == "pcapng" else reader.pcap_blocks()
+    # smaller blocks than the plain loop's: here every packet costs far more than its block's share, and
+    # a block's lists and prefix sums are what this loop adds to the observers' memory
+    chunk = OBSERVED_BLOCK_BYTES
+    blocks = reader.pcapng_blocks(chunk) if reader.file_format == "pcapng" else reader.pcap_blocks(chunk)
     for block in blocks:
         if isinstance(block, PacketRecord):
             n += 1

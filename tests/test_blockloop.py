@@ -359,7 +359,7 @@ def test_block_loop_with_observers_gives_the_record_loops_documents_and_checksum
     checked = 0
     for chunk in (None, 3000):
         if chunk is not None:
-            monkeypatch.setattr(pcapfile, "BLOCK_READ_BYTES", chunk)
+            monkeypatch.setattr(blockloop, "OBSERVED_BLOCK_BYTES", chunk)
         for p in all_captures():
             try:
                 want = _observed(p, checksums, blocks=False)
