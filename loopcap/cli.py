@@ -186,7 +186,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     if peers and fmt in ("json", "parquet") and total >= BIG_CAPTURE_BYTES and not quiet:
         click.echo(f"loopcap: note: {total / 2**20:.0f} MB of captures with the peers' views (Wireshark's "
                    "tcp.analysis flags, Zeek's conn_state) takes minutes; --no-peers gives the same analysis "
-                   "without them, about 8x faster on every core", err=True)
+                   "without them, about 6x faster on every core", err=True)
 
     tables: Any = None  # ParquetTables, for --format parquet
     packets: Any = None  # PacketWriter, for --packets
