@@ -289,4 +289,4 @@ def test_the_peers_views_add_to_the_analysis_and_never_change_it() -> None:
         doc["warnings"] = [w for w in doc["warnings"] if not w.startswith("Zeek view:")]
         assert doc == plain, p
         checked += 1
-    assert checked >= 90
+    assert checked >= 80  # fixtures, the corpus and Zeek's traces (bench/out adds more where it was built)

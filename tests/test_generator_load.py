@@ -182,6 +182,10 @@ def close_server(server: ServerHandle, bound: float) -> tuple[Manifest | None, G
     return manifest, error
 
 
+#: servers that never read from their client (so a bad client may go unnoticed)
+NEVER_READS = frozenset({"tcp-welcome"})
+
+
 @pytest.mark.parametrize("name", TCP_SERVERS)
 def test_bad_clients_fail_alone_and_good_clients_are_served_meanwhile(name: str) -> None:
     options = {"close_delay": 0.0} if "close_delay" in SCENARIOS[name].default_options else {}
@@ -201,8 +205,12 @@ def test_bad_clients_fail_alone_and_good_clients_are_served_meanwhile(name: str)
     if not simultaneous:
         good.append(run_client(name, port=port, options=options))
     manifest, error = close_server(server, bound=8)
-    assert error is not None, "the bad clients' connections were not reported"
-    assert "server side failed" in error.message
+    if error is None:
+        # tcp-welcome's server sends its line and closes without reading: it only notices a bad client
+        # whose reset arrives before its send, which is a race (lost once in a CI run); the others read
+        assert name in NEVER_READS, "the bad clients' connections were not reported"
+    else:
+        assert "server side failed" in error.message
     if not simultaneous:
         assert len(good) == 6 and all(not m.problems for m in good)
     del manifest
