@@ -223,17 +223,17 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
         def feed_tcp_observed(seg: TcpSegment) -> TcpConnection:
             # the tracker's fast path (as in _loop_fast) for in-order ACK / ACK+PSH segments fully
             # captured on a steady connection; the observers see every segment either way
+            conn = None
             flags = seg.flags
             if (flags == 0x10 or flags == 0x18) and len(seg.payload) == seg.paylen:
                 a = (seg.src, seg.sport)
                 b = (seg.dst, seg.dport)
-                conn = by_key.get((a, b) if a <= b else (b, a))
-                if conn is not None and conn.steady and seg.ts_ns - conn.last_ts <= idle and conn.add_steady(
-                        0 if a == conn.ep[0] else 1, seg.frame, seg.ts_ns, seg.seq, seg.ip_bytes, seg.payload):
-                    for ob in observers:
-                        ob.on_tcp(conn, seg)
-                    return conn
-            conn = tcp.feed(seg)
+                c = by_key.get((a, b) if a <= b else (b, a))
+                if c is not None and c.steady and seg.ts_ns - c.last_ts <= idle and c.add_steady(
+                        0 if a == c.ep[0] else 1, seg.frame, seg.ts_ns, seg.seq, seg.ip_bytes, seg.payload):
+                    conn = c
+            if conn is None:
+                conn = tcp.feed(seg)
             for ob in observers:
                 ob.on_tcp(conn, seg)
             return conn
@@ -286,17 +286,27 @@ def _loop(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., 
         if streaming and not n % EXPIRE_EVERY:
             tcp.expire(ts)
             udp.expire(ts)
-        x = decode(rec.frame, ts, rec.linktype, rec.data, rec.wirelen)
-        cls = x.__class__
-        if cls is TcpSegment:
-            feed_tcp(x)  # type: ignore[arg-type]
-        elif cls is UdpDatagram:
-            feed_udp(x)  # type: ignore[arg-type]
-        else:
-            _other(x, res, tcp, udp)
-            for ob in observers:
-                ob.on_other(rec.frame, ts, x)
+        decode_and_observe(rec.frame, ts, rec.linktype, rec.data, rec.wirelen, res, decode, feed_tcp, feed_udp, tcp,
+                           udp, observers)
     return n, first_ts, ts
+
+
+def decode_and_observe(frame: int, ts: int, linktype: int, data: bytes, wirelen: int, res: Analysis,
+                       decode: Callable[..., object], feed_tcp: Callable[[TcpSegment], object],
+                       feed_udp: Callable[[UdpDatagram], object], tcp: TcpTracker, udp: UdpTracker,
+                       observers: list[Observer]) -> None:
+    """One record of the loops with observers: decoded, fed to its tracker (``feed_*`` show it to the
+    observers), or counted and shown to them as something else."""
+    x = decode(frame, ts, linktype, data, wirelen)
+    cls = x.__class__
+    if cls is TcpSegment:
+        feed_tcp(x)  # type: ignore[arg-type]
+    elif cls is UdpDatagram:
+        feed_udp(x)  # type: ignore[arg-type]
+    else:
+        _other(x, res, tcp, udp)
+        for ob in observers:
+            ob.on_other(frame, ts, x)
 
 
 _TCP_HEADER = struct.Struct(">HHIIHH")

@@ -347,9 +347,8 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
     fields, and when ``decoder`` verifies checksums (:class:`~analyzers.checksum.ChecksumDecoder`,
     the peers' views' decoder) their checksums are classified in numpy; every other record goes
     through ``decoder``.  The same result as ``_loop`` (tests/test_blockloop.py)."""
-    from analyzers.analysis import EXPIRE_EVERY, _other
+    from analyzers.analysis import EXPIRE_EVERY, decode_and_observe
     from analyzers.checksum import ChecksumDecoder
-    from analyzers.decode import UdpDatagram
 
     decode = decoder.decode
     checks = isinstance(decoder, ChecksumDecoder)
@@ -359,16 +358,7 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
     ts = 0
 
     def one(frame: int, ts: int, linktype: int, data: bytes, wirelen: int) -> None:
-        x = decode(frame, ts, linktype, data, wirelen)
-        cls = x.__class__
-        if cls is TcpSegment:
-            feed_tcp(x)
-        elif cls is UdpDatagram:
-            feed_udp(x)
-        else:
-            _other(x, res, tcp, udp)
-            for ob in observers:
-                ob.on_other(frame, ts, x)
+        decode_and_observe(frame, ts, linktype, data, wirelen, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
 
     # smaller blocks than the plain loop's: here every packet costs far more than its block's share, and
     # a block's lists and prefix sums are what this loop adds to the observers' memory
