@@ -76,9 +76,9 @@ def _run_directory(token: str, dask_worker: Any = None) -> str:
     return os.path.join(base, f"loopcap-{token}")
 
 
-def _spool_task(task: Task, options: AnalysisOptions | None, token: str) -> tuple[Task, ShardSpool, str | None]:
+def _spool_task(task: Task, options: AnalysisOptions | None, token: str) -> tuple[Task, ShardSpool]:
     """On a worker: stream ``task``'s flows into a spool in the worker's local directory, sorted for
-    reading front to back; the spool's integers, and the worker's address to read it from."""
+    reading front to back; the spool's integers, with the worker's address to read it from."""
     worker: Any = None
     with contextlib.suppress(ImportError, ValueError):  # not on a worker
         worker = _distributed().get_worker()
@@ -86,7 +86,8 @@ def _spool_task(task: Task, options: AnalysisOptions | None, token: str) -> tupl
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{task.index}-{task.shard}.jsonl")
     spool = _stream_shard(task.path, task.shard, task.shards, options or AnalysisOptions(), path, sort=True)
-    return task, spool, worker.address if worker is not None else None
+    spool.worker = worker.address if worker is not None else None
+    return task, spool
 
 
 def _remove_run(token: str, dask_worker: Any = None) -> None:
@@ -110,8 +111,8 @@ def _remove(path: str) -> None:
 class _WorkerSpool:
     """A spool on a worker, read front to back a chunk at a time (see :func:`document_from_spools`)."""
 
-    def __init__(self, client: Any, worker: str | None, spool: ShardSpool) -> None:
-        self._client, self._worker, self._path = client, worker, spool.path
+    def __init__(self, client: Any, spool: ShardSpool) -> None:
+        self._client, self._worker, self._path = client, spool.worker, spool.path
         self._start = 0
         self._buf = b""
 
@@ -148,7 +149,7 @@ def iter_analyze_many_dask(paths: Sequence[str | os.PathLike[str]], options: Ana
         return
     own = isinstance(scheduler, str)
     client: Any = connect(scheduler, connect_timeout) if isinstance(scheduler, str) else scheduler
-    written: list[tuple[str | None, str]] = []  # every spool a worker wrote: removed at the end at the latest
+    written: list[ShardSpool] = []  # every spool a worker wrote: removed at the end at the latest
     try:
         as_completed = _distributed().as_completed
         token = uuid.uuid4().hex[:12]
@@ -157,28 +158,23 @@ def iter_analyze_many_dask(paths: Sequence[str | os.PathLike[str]], options: Ana
         need = {t.index: t.shards for t in tasks}
         futures = [client.submit(_spool_task, t, options, token, key=f"loopcap-{token}-{t.index}-{t.shard}",
                                  pure=False) for t in tasks]
-        parts: dict[int, list[tuple[ShardSpool, str | None]]] = {}
-        ready: dict[int, list[tuple[ShardSpool, str | None]]] = {}
+        parts: dict[int, list[ShardSpool]] = {}
+        ready: dict[int, list[ShardSpool]] = {}
         nxt = 0
         try:
             for fut in as_completed(futures):
-                task, spool, worker = fut.result()
-                written.append((worker, spool.path))
+                task, spool = fut.result()
+                written.append(spool)
                 fut.release()
                 lst = parts.setdefault(task.index, [])
-                lst.append((spool, worker))
+                lst.append(spool)
                 if len(lst) == need[task.index]:
-                    ready[task.index] = sorted(parts.pop(task.index), key=lambda sw: sw[0].shard)
+                    ready[task.index] = sorted(parts.pop(task.index), key=lambda sp: sp.shard)
                 while nxt in ready:
                     got = ready.pop(nxt)
-                    at = {id(sp): w for sp, w in got}
-
-                    def reader(sp: ShardSpool, at: dict[int, str | None] = at) -> _WorkerSpool:
-                        return _WorkerSpool(client, at[id(sp)], sp)
-
-                    _, doc = document_from_spools([sp for sp, _ in got], reader)
+                    _, doc = document_from_spools(got, lambda sp: _WorkerSpool(client, sp))
                     yield names[nxt], doc
-                    _forget(client, [(w, sp.path) for sp, w in got], written)
+                    _forget(client, got, written)
                     nxt += 1
         finally:
             client.cancel([f for f in futures if not f.done()])
@@ -191,12 +187,12 @@ def iter_analyze_many_dask(paths: Sequence[str | os.PathLike[str]], options: Ana
             client.close()
 
 
-def _forget(client: Any, spools: list[tuple[str | None, str]], written: list[tuple[str | None, str]]) -> None:
+def _forget(client: Any, spools: list[ShardSpool], written: list[ShardSpool]) -> None:
     """Have the workers delete ``spools`` (and strike them from ``written``)."""
     futures = []
-    for worker, path in spools:
-        written.remove((worker, path))
-        futures.append(client.submit(_remove, path, workers=worker and [worker], allow_other_workers=False,
+    for sp in spools:
+        written.remove(sp)
+        futures.append(client.submit(_remove, sp.path, workers=sp.worker and [sp.worker], allow_other_workers=False,
                                      pure=False))
     with contextlib.suppress(Exception):  # a worker gone: its directory went with it
         client.gather(futures)

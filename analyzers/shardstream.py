@@ -51,6 +51,8 @@ class ShardSpool:
     #: shard 0: the capture-wide facts (an Analysis without connections)
     base: Analysis | None = None
     error: tuple[type[LoopcapError], str, dict[str, Any]] | None = None
+    #: the address of the Dask worker whose disk holds ``path`` (None: this machine's)
+    worker: str | None = None
 
 
 def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str, *,
