@@ -44,6 +44,10 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: flow sharding: (this shard, shards, raw owner test, flow owner test), see AnalysisOptions.shard
+Shard = tuple[int, int, Callable[[int, bytes, int], int], Callable[[bytes, int, bytes, int, int], int]]
+
+
 class Observer(Protocol):
     """A plug-in that sees every decoded packet and adds to the document (sans-I/O, like the trackers).
 
@@ -60,6 +64,19 @@ class Observer(Protocol):
     def on_other(self, frame: int, ts_ns: int, result: object) -> None: ...
 
     def contribute(self, analysis: Analysis, doc: dict[str, Any]) -> None: ...
+
+
+class ShardableObserver(Observer, Protocol):
+    """An observer that can follow one flow shard of a capture (analyzers.shardstream): it keeps
+    per-flow state only, and learns the time of every packet another shard analyzes."""
+
+    def on_skip(self, frame: int, ts_ns: int) -> None:
+        """A packet another flow shard analyzes: only its time and frame number."""
+
+
+def shardable(observers: Iterable[object]) -> bool:
+    """Whether these observers can run on flow shards (see :class:`ShardableObserver`)."""
+    return all(hasattr(ob, "on_skip") for ob in observers)
 
 
 @dataclass
@@ -79,8 +96,9 @@ class AnalysisOptions:
     on_tcp_done: Callable[[TcpConnection], None] | None = None
     on_udp_done: Callable[[UdpConversation], None] | None = None
     #: flow sharding (analyzers.shardstream): (this shard, shards, raw owner test, flow owner test);
-    #: packets of other shards' flows are read and counted but not analyzed
-    shard: tuple[int, int, Callable[[int, bytes, int], int], Callable[[bytes, int, bytes, int, int], int]] | None = None
+    #: packets of other shards' flows are read and counted but not analyzed (observers, which must
+    #: then be :class:`ShardableObserver`\ s, get their time)
+    shard: Shard | None = None
     #: if given, the creation frame of every conversation is appended here ("tcp", "udp")
     created: dict[str, array[int]] | None = None
 
@@ -246,14 +264,14 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
         feed_tcp, feed_udp = feed_tcp_observed, feed_udp_observed
     with gc_paused():
         if observers or opts.decoder_factory is not None:
-            if opts.shard is not None:
-                raise ValueError("a sharded analysis runs no observers and uses the plain decoder")
+            if opts.shard is not None and not shardable(observers):
+                raise ValueError("a sharded analysis runs only observers that can follow a flow shard")
             if observers and blocks is not None and blockloop.available(blocks):
                 # the peers' views: every packet to the observers, read and (checksums) verified by blocks
                 n, first_ts, ts = blockloop.loop_blocks_observed(blocks, res, decoder, feed_tcp, feed_udp, tcp, udp,
-                                                                 observers, on_block)
+                                                                 observers, on_block, opts.shard)
             else:  # the reference loop: a record at a time through the decoder
-                n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+                n, first_ts, ts = _loop(records, res, decode, feed_tcp, feed_udp, tcp, udp, observers, opts.shard)
         elif blocks is not None and blockloop.available(blocks):
             n, first_ts, ts = blockloop.loop_blocks(blocks, res, decode, tcp, udp, opts.shard, on_block)
         else:
@@ -272,8 +290,10 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
 
 def _loop(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., object],
           feed_tcp: Callable[[TcpSegment], object], feed_udp: Callable[[UdpDatagram], object],
-          tcp: TcpTracker, udp: UdpTracker, observers: list[Observer]) -> tuple[int, int | None, int]:
-    """The hot loop: one decode and one tracker call per record."""
+          tcp: TcpTracker, udp: UdpTracker, observers: list[Observer], shard: Shard | None = None
+          ) -> tuple[int, int | None, int]:
+    """The hot loop: one decode and one tracker call per record (``shard``: see
+    :func:`decode_and_observe`)."""
     n = 0
     first_ts: int | None = None
     ts = 0
@@ -287,26 +307,50 @@ def _loop(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., 
             tcp.expire(ts)
             udp.expire(ts)
         decode_and_observe(rec.frame, ts, rec.linktype, rec.data, rec.wirelen, res, decode, feed_tcp, feed_udp, tcp,
-                           udp, observers)
+                           udp, observers, shard)
     return n, first_ts, ts
 
 
 def decode_and_observe(frame: int, ts: int, linktype: int, data: bytes, wirelen: int, res: Analysis,
                        decode: Callable[..., object], feed_tcp: Callable[[TcpSegment], object],
                        feed_udp: Callable[[UdpDatagram], object], tcp: TcpTracker, udp: UdpTracker,
-                       observers: list[Observer]) -> None:
+                       observers: list[Observer], shard: Shard | None = None) -> None:
     """One record of the loops with observers: decoded, fed to its tracker (``feed_*`` show it to the
-    observers), or counted and shown to them as something else."""
+    observers), or counted and shown to them as something else.
+
+    With ``shard`` (this shard, shards, raw owner test, flow owner test) only this shard's flows are
+    analyzed; the observers get the time of every other record (``on_skip``).  Of the other decode
+    results, a malformed packet's readable header goes to its flow's owner, the rest to shard 0."""
+    if shard is not None:
+        k, shards, raw_owner, flow_owner = shard
+        o = raw_owner(linktype, data, shards)
+        if o >= 0 and o != k:
+            for ob in observers:
+                ob.on_skip(frame, ts)  # type: ignore[attr-defined]
+            return
     x = decode(frame, ts, linktype, data, wirelen)
     cls = x.__class__
-    if cls is TcpSegment:
-        feed_tcp(x)  # type: ignore[arg-type]
-    elif cls is UdpDatagram:
-        feed_udp(x)  # type: ignore[arg-type]
-    else:
+    if cls is TcpSegment or cls is UdpDatagram:
+        if shard is not None and o < 0 and flow_owner(x.src, x.sport, x.dst, x.dport, shards) != k:  # type: ignore[attr-defined]
+            for ob in observers:
+                ob.on_skip(frame, ts)  # type: ignore[attr-defined]
+        elif cls is TcpSegment:
+            feed_tcp(x)  # type: ignore[arg-type]
+        else:
+            feed_udp(x)  # type: ignore[arg-type]
+        return
+    if shard is None:
         _other(x, res, tcp, udp)
-        for ob in observers:
+        mine = True
+    else:
+        _other(x, res, tcp, udp, k, shards, flow_owner)
+        q = x.partial if cls is Malformed else None  # type: ignore[attr-defined]
+        mine = (flow_owner(q.src, q.sport, q.dst, q.dport, shards) if q is not None else 0) == k
+    for ob in observers:
+        if mine:
             ob.on_other(frame, ts, x)
+        else:
+            ob.on_skip(frame, ts)  # type: ignore[attr-defined]
 
 
 _TCP_HEADER = struct.Struct(">HHIIHH")

@@ -25,7 +25,7 @@ from analyzers.decode import TcpSegment
 from analyzers.pcapfile import CaptureReader, PacketRecord, RecordBlock
 
 if TYPE_CHECKING:
-    from analyzers.analysis import Analysis
+    from analyzers.analysis import Analysis, Shard
     from analyzers.tcp import TcpConnection, TcpTracker
     from analyzers.udp import UdpTracker
 
@@ -341,12 +341,14 @@ def _tcp_checksums(block: RecordBlock, c: dict[str, Any], rows: Any) -> list[int
 
 def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, feed_tcp: Callable[[TcpSegment], object],
                          feed_udp: Callable[[Any], object], tcp: TcpTracker, udp: UdpTracker, observers: list[Any],
-                         progress: Callable[[int], None] | None = None) -> tuple[int, int | None, int]:
+                         progress: Callable[[int], None] | None = None, shard: Shard | None = None
+                         ) -> tuple[int, int | None, int]:
     """:func:`analyzers.analysis._loop` (every packet decoded and shown to the observers) over the
     reader's blocks: the plain Ethernet/IPv4/IPv6/TCP segments are built from the block's parsed
     fields, and when ``decoder`` verifies checksums (:class:`~analyzers.checksum.ChecksumDecoder`,
     the peers' views' decoder) their checksums are classified in numpy; every other record goes
-    through ``decoder``.  The same result as ``_loop`` (tests/test_blockloop.py)."""
+    through ``decoder``.  The same result as ``_loop`` (tests/test_blockloop.py), sharded too (other
+    shards' segments are told apart in numpy; the observers get only their time)."""
     from analyzers.analysis import EXPIRE_EVERY, decode_and_observe
     from analyzers.checksum import ChecksumDecoder
 
@@ -358,7 +360,10 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
     ts = 0
 
     def one(frame: int, ts: int, linktype: int, data: bytes, wirelen: int) -> None:
-        decode_and_observe(frame, ts, linktype, data, wirelen, res, decode, feed_tcp, feed_udp, tcp, udp, observers)
+        decode_and_observe(frame, ts, linktype, data, wirelen, res, decode, feed_tcp, feed_udp, tcp, udp, observers,
+                           shard)
+
+    skips = [ob.on_skip for ob in observers if getattr(ob, "needs_time", True)] if shard is not None else []
 
     # smaller blocks than the plain loop's: here every packet costs far more than its block's share, and
     # a block's lists and prefix sums are what this loop adds to the observers' memory
@@ -377,7 +382,7 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
             continue
         buf = block.buf
         linktype = block.linktype
-        c = _columns(block, None)
+        c = _columns(block, shard[:2] if shard is not None and shard[1] > 1 else None)
         count = len(c["p"])
         if not count:
             continue
@@ -397,7 +402,7 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
             ackl, fll, wnl = c["ack"].tolist(), c["flags"].tolist(), c["window"].tolist()
             l4l, pwl = c["l4"].tolist(), c["paylen"].tolist()
             status: list[int] = []
-            fast = np.flatnonzero(c["kind"] > 0)
+            fast = np.flatnonzero((c["kind"] == 1) | (c["kind"] == 2))  # (3: another shard's)
             if checks and len(fast):
                 status = [0] * count
                 for i, code in zip(fast.tolist(), _tcp_checksums(block, c, fast), strict=True):
@@ -408,7 +413,11 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
             if streaming and not n % EXPIRE_EVERY:
                 tcp.expire(ts)
                 udp.expire(ts)
-            if kind[i]:
+            kd = kind[i]
+            if kd == 3:
+                for skip in skips:
+                    skip(frame0 + i, ts)
+            elif kd:
                 ks, ke, ps = ksl[i], kel[i], psl[i]
                 half = (ke - ks - 4) >> 1
                 seg = TcpSegment(frame0 + i, ts, 6 if half == 16 else 4, buf[ks:ks + half], buf[ks + half:ke - 4],

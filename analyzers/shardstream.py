@@ -7,6 +7,10 @@ frame* (the frame that made it a new ``tcp.stream``) instead of a stream number.
 numbers every connection of every shard by creation frame -- exactly as one tracker would have --
 and writes the document, reading the spooled lines back in that order and putting the final
 number in.  The parent holds a few integers per connection; the workers hold their open flows.
+
+The peers' views shard too (:class:`~analyzers.analysis.ShardableObserver`): tcp.analysis is per
+stream, and each shard's Zeek view sees every packet's time, so that its timers fire where one
+process's would; the parent merges the shards' conn.log rows in Zeek's removal order.
 """
 
 from __future__ import annotations
@@ -22,14 +26,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, shardable
 from analyzers.errors import LoopcapError
 from analyzers.jsonout import EncodedItems, dumps_value, write_document
 from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
 from analyzers.pcapfile import CaptureReader
-from analyzers.summary import summarize_tcp, summarize_udp
-from analyzers.tcp import TcpConnection
-from analyzers.udp import UdpConversation
+from analyzers.streaming import SummarySink, streams_with
+from analyzers.zeek import ZeekObserver, ZeekShardPart, contribute_shards
 
 
 @dataclass
@@ -53,6 +56,8 @@ class ShardSpool:
     error: tuple[type[LoopcapError], str, dict[str, Any]] | None = None
     #: the address of the Dask worker whose disk holds ``path`` (None: this machine's)
     worker: str | None = None
+    #: the Zeek view's part, when the shards ran it (its rows file is beside ``path``)
+    zeek: ZeekShardPart | None = None
 
 
 def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str, *,
@@ -69,9 +74,9 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     f = open(spool_path, "wb")  # noqa: SIM115 - closed below
     pos = 0
 
-    def put(kind: str, frame: int, summary: dict[str, Any]) -> None:
+    def put(kind: str, stream: int, summary: dict[str, Any]) -> None:
         nonlocal pos
-        summary["stream"] = frame  # the parent replaces it with the final number
+        frame = summary["stream"]  # the creation frame: the parent replaces it with the final number
         data = dumps_value(summary).encode()
         f.write(data)
         out.frames[kind].append(frame)
@@ -79,29 +84,23 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
         out.lengths[kind].append(len(data))
         pos += len(data)
 
-    def tcp_done(conn: TcpConnection) -> None:
-        if not conn.quote_only:
-            frame = out.created["tcp"][conn.stream]
-            summary = summarize_tcp(conn)
-            summary["stream"] = frame
-            w = tcp_summary_warnings(summary)
-            if w:
-                out.warnings.append((frame, w))
-            put("tcp", frame, summary)
-
-    def udp_done(conv: UdpConversation) -> None:
-        if not conv.quote_only:
-            put("udp", out.created["udp"][conv.stream], summarize_udp(conv))
-
-    opts = replace(options, on_tcp_done=tcp_done, on_udp_done=udp_done,
+    zeek = next((ob for ob in options.observers if isinstance(ob, ZeekObserver)), None)
+    if zeek is not None:
+        zeek.rows_path = spool_path + ".zeek"
+    sink = SummarySink(options.observers, put, lambda kind, stream: out.created[kind][stream])
+    opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
                    shard=(shard, shards, _raw_shard, flow_shard), created=out.created)
     try:
         res = analyze_file(path, opts)
+        sink.finish()
     except LoopcapError as err:
         out.error = carry(err)
         return out
     finally:
         f.close()
+    out.warnings = sink.warned
+    part = zeek.shard_part() if zeek is not None else None
+    res.observers = []  # their parts are in the spools
     for kind, (count, pairs) in (("tcp", res.late_tcp), ("udp", res.late_udp)):
         c = out.created[kind]
         out.late[kind] = (count, [(c[new], c[old]) for new, old in pairs])
@@ -110,6 +109,13 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
         out.base = res
     if sort:
         _sort_spool(out)
+    if part is not None and zeek is not None and zeek.rows_path is not None:  # the rows go after the lines
+        with open(spool_path, "ab") as dst, open(zeek.rows_path, "rb") as src:
+            part.offset = dst.tell()
+            shutil.copyfileobj(src, dst, 1 << 20)
+            part.length = dst.tell() - part.offset
+        os.unlink(zeek.rows_path)
+        out.zeek = part
     return out
 
 
@@ -186,8 +192,9 @@ def analyze_file_sharded(path: str | os.PathLike[str], consume: Callable[[dict[s
     """:func:`analyzers.streaming.analyze_file_streamed` on ``jobs`` processes (flow shards): the same
     document, handed to ``consume``."""
     opts = options or AnalysisOptions()
-    if opts.observers or opts.keep_payload or opts.decoder_factory is not None:
-        raise ValueError("a streamed analysis takes no observers, keeps no payloads and uses the plain decoder")
+    if not shards_with(opts):
+        raise ValueError("a sharded analysis keeps no payloads and takes only observers that can follow a flow "
+                         "shard (the peers' views)")
     name = os.fspath(path)
     with CaptureReader.open(name):
         pass  # a file that is no capture fails here, clearly, before any worker starts
@@ -230,4 +237,39 @@ def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSp
     counts = {kind: sum(len(s.frames[kind]) for s in spools) for kind in ("tcp", "udp")}
     doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp", open_spool)),  # type: ignore[arg-type]
                        udp=EncodedItems(counts["udp"], _numbered(spools, "udp", open_spool)))  # type: ignore[arg-type]
+    parts = [(s, s.zeek) for s in spools if s.zeek is not None]
+    if parts:
+        contribute_shards(doc, [p for _, p in parts], [_lines(open_spool(s), p.offset, p.length) for s, p in parts])
     return base, doc
+
+
+#: how much of a spool is read at a time when it is read as lines
+LINES_CHUNK = 4 << 20
+
+
+def _lines(spool: SpoolReader, offset: int, length: int) -> Iterator[bytes]:
+    """The lines (without their newline) of ``spool`` from ``offset`` to ``offset + length``, read a
+    chunk at a time; the spool is closed at the end."""
+    try:
+        rest = b""
+        end = offset + length
+        while offset < end:
+            chunk = spool.read(offset, min(LINES_CHUNK, end - offset))
+            if not chunk:
+                break
+            offset += len(chunk)
+            *whole, rest = (rest + chunk).split(b"\n")
+            yield from whole
+        if rest:
+            yield rest
+    finally:
+        spool.close()
+
+
+def shards_with(options: AnalysisOptions) -> bool:
+    """Whether a file can be analyzed by flow shards with these options: no kept payloads, only
+    observers that can follow a shard (the peers' views), and a custom decoder only theirs."""
+    if options.keep_payload or not shardable(options.observers) or not streams_with(options):
+        return False
+    return options.decoder_factory is None or any(
+        getattr(options.decoder_factory, "__self__", None) is ob for ob in options.observers)

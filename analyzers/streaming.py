@@ -90,6 +90,73 @@ class StreamingObserver(Protocol):
         """The end of the capture: settle what it still holds."""
 
 
+class SummarySink:
+    """Where a streaming analysis hands its finished connections: each is summarized and, once the
+    observers' parts of it are final (Zeek may not have removed its connection yet: the summary waits
+    for it), completed by them and handed to ``put(kind, stream, summary)``.  ``number(kind, stream)``
+    is the number a summary shows (a flow shard's creation frame; default: the stream itself); the
+    TCP warnings are collected in :attr:`warned` under it."""
+
+    def __init__(self, observers: list[Any], put: Callable[[str, int, dict[str, Any]], None],
+                 number: Callable[[str, int], int] | None = None) -> None:
+        self._observers: list[StreamingObserver] = list(observers)
+        self._put = put
+        self._number = number
+        self.warned: list[tuple[int, list[str]]] = []
+        self._held: dict[tuple[str, int], dict[str, Any]] = {}  # summaries waiting for a peer's part
+        for ob in self._observers:
+            ob.start_streaming(self.ready)
+
+    def _write(self, kind: str, stream: int, summary: dict[str, Any]) -> None:
+        for ob in self._observers:
+            ob.add_links(kind, stream, summary)
+        self._put(kind, stream, summary)
+
+    def _settle(self, kind: str, stream: int, summary: dict[str, Any]) -> None:
+        if any(ob.waiting(kind, stream) for ob in self._observers):
+            self._held[(kind, stream)] = summary
+        else:
+            self._write(kind, stream, summary)
+
+    def ready(self, kind: str, stream: int) -> None:
+        """An observer's part of ``stream`` is final now."""
+        summary = self._held.get((kind, stream))
+        if summary is not None and not any(ob.waiting(kind, stream) for ob in self._observers):
+            del self._held[(kind, stream)]
+            self._write(kind, stream, summary)
+
+    def tcp_done(self, conn: TcpConnection) -> None:
+        if conn.quote_only:  # a 4-tuple only an ICMP error quoted: numbered, never listed
+            for ob in self._observers:
+                ob.add_links("tcp", conn.stream, None)
+            return
+        summary = summarize_tcp(conn)
+        if self._number is not None:
+            summary["stream"] = self._number("tcp", conn.stream)
+        w = tcp_summary_warnings(summary)
+        if w:
+            self.warned.append((summary["stream"], w))
+        self._settle("tcp", conn.stream, summary)
+
+    def udp_done(self, conv: UdpConversation) -> None:
+        if conv.quote_only:
+            for ob in self._observers:
+                ob.add_links("udp", conv.stream, None)
+            return
+        summary = summarize_udp(conv)
+        if self._number is not None:
+            summary["stream"] = self._number("udp", conv.stream)
+        self._settle("udp", conv.stream, summary)
+
+    def finish(self) -> None:
+        """The end of the capture: the observers settle, and every summary still held is handed on."""
+        for ob in self._observers:
+            ob.finish_streaming()
+        for (kind, stream), summary in sorted(self._held.items()):  # nothing left to wait for
+            self._write(kind, stream, summary)
+        self._held.clear()
+
+
 def streams_with(options: AnalysisOptions) -> bool:
     """Whether :func:`analyze_file_to_json` can stream with these options (no kept payloads; only
     observers that can stream)."""
@@ -118,58 +185,14 @@ def analyze_file_streamed(path: str | os.PathLike[str], consume: Callable[[dict[
     opts = options or AnalysisOptions()
     if not streams_with(opts):
         raise ValueError("a streamed analysis keeps no payloads and takes only observers that can stream")
-    observers: list[StreamingObserver] = list(opts.observers)  # type: ignore[arg-type]
     spools = {"tcp": OrderedSpool(), "udp": OrderedSpool()}
-    warned: list[tuple[int, list[str]]] = []
-    held: dict[tuple[str, int], dict[str, Any]] = {}  # summaries waiting for a peer's part
-
-    def write(kind: str, stream: int, summary: dict[str, Any]) -> None:
-        for ob in observers:
-            ob.add_links(kind, stream, summary)
-        spools[kind].put(stream, dumps_value(summary))
-
-    def settle(kind: str, stream: int, summary: dict[str, Any]) -> None:
-        if any(ob.waiting(kind, stream) for ob in observers):
-            held[(kind, stream)] = summary
-        else:
-            write(kind, stream, summary)
-
-    def ready(kind: str, stream: int) -> None:
-        summary = held.get((kind, stream))
-        if summary is not None and not any(ob.waiting(kind, stream) for ob in observers):
-            del held[(kind, stream)]
-            write(kind, stream, summary)
-
-    def tcp_done(conn: TcpConnection) -> None:
-        if conn.quote_only:  # a 4-tuple only an ICMP error quoted: numbered, never listed
-            for ob in observers:
-                ob.add_links("tcp", conn.stream, None)
-            return
-        summary = summarize_tcp(conn)
-        w = tcp_summary_warnings(summary)
-        if w:
-            warned.append((conn.stream, w))
-        settle("tcp", conn.stream, summary)
-
-    def udp_done(conv: UdpConversation) -> None:
-        if conv.quote_only:
-            for ob in observers:
-                ob.add_links("udp", conv.stream, None)
-        else:
-            settle("udp", conv.stream, summarize_udp(conv))
-
-    for ob in observers:
-        ob.start_streaming(ready)
-    opts = replace(opts, on_tcp_done=tcp_done, on_udp_done=udp_done)
+    sink = SummarySink(opts.observers, lambda kind, stream, summary: spools[kind].put(stream, dumps_value(summary)))
+    opts = replace(opts, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done)
     name = os.fspath(path)
     try:
         res = analyze_file(name, opts, progress=progress)
-        for ob in observers:
-            ob.finish_streaming()
-        for (kind, stream), summary in sorted(held.items()):  # nothing left to wait for
-            write(kind, stream, summary)
-        held.clear()
-        res.streamed_warnings = [w for _, ws in sorted(warned, key=lambda x: x[0]) for w in ws]
+        sink.finish()
+        res.streamed_warnings = [w for _, ws in sorted(sink.warned, key=lambda x: x[0]) for w in ws]
         consume(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()))  # type: ignore[arg-type]
     finally:
         for spool in spools.values():
@@ -192,9 +215,10 @@ def write_json_lines(paths: list[str], out: IO[str], options: AnalysisOptions | 
     """The documents of ``paths``, one line each in the order given (JSON Lines), each file streamed
     in bounded memory, ``jobs`` files at a time: the workers write the JSON text themselves (to spool
     files) and this process only copies it out, so that it does not become the bottleneck.
-    ``fresh_options``: options made anew for each file (the peers' views keep state), in this process."""
+    ``fresh_options``: options made anew for each file (the peers' views keep state), in this process
+    (a worker gets its own copy)."""
     opts = options or AnalysisOptions()
-    if fresh_options is not None or jobs <= 1 or len(paths) < 2:
+    if jobs <= 1 or len(paths) < 2:
         for p in paths:
             size = os.path.getsize(p) if os.path.isfile(p) else 0
             res = analyze_file_to_json(p, out, fresh_options() if fresh_options is not None else opts, one_line=True)
@@ -205,7 +229,8 @@ def write_json_lines(paths: list[str], out: IO[str], options: AnalysisOptions | 
     try:
         with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
             spools = [os.path.join(tmp, f"{i}.json") for i in range(len(paths))]
-            futures = [pool.submit(_json_line_task, p, opts, sp) for p, sp in zip(paths, spools, strict=True)]
+            futures = [pool.submit(_json_line_task, p, fresh_options() if fresh_options is not None else opts, sp)
+                       for p, sp in zip(paths, spools, strict=True)]
             raw = getattr(out, "buffer", None)  # the workers wrote ASCII: copied as bytes, not decoded again
             for p, sp, fut in zip(paths, spools, futures, strict=True):
                 err, packets = fut.result()

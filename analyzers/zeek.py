@@ -36,7 +36,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any
 
 from analyzers.checksum import (
@@ -221,14 +221,19 @@ class _Timer:
 
 class _TimerQueue:
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, _Timer]] = []
+        self._heap: list[tuple[int, int, int, _Timer]] = []
+        #: (when, first frame) of the timer firing now, if one is (see :meth:`ZeekTracker.remove`)
+        self.firing: tuple[int, int] | None = None
         self._n = 0
         self._cancelled = 0
         self.network_time: int | None = None
 
     def add(self, timer: _Timer) -> None:
+        """Due timers fire in order of time, then of their connection's first frame (then as added):
+        an order that each flow shard (analyzers.shardstream) can tell on its own."""
         self._n += 1
-        heapq.heappush(self._heap, (timer.when, self._n, timer))
+        assert timer.conn is not None
+        heapq.heappush(self._heap, (timer.when, timer.conn.first_frame, self._n, timer))
 
     def cancel(self, timer: _Timer) -> None:
         """A timer that will not fire: it lets go of its connection at once (a removed connection must
@@ -241,7 +246,7 @@ class _TimerQueue:
         self._cancelled += 1
         heap = self._heap
         if self._cancelled > 4096 and 2 * self._cancelled > len(heap):
-            heap[:] = [e for e in heap if not e[2].cancelled]  # (when, n) still orders them exactly
+            heap[:] = [e for e in heap if not e[3].cancelled]  # (when, frame, n) still orders them exactly
             heapq.heapify(heap)
             self._cancelled = 0
 
@@ -251,7 +256,7 @@ class _TimerQueue:
         now = self.network_time
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, timer = heapq.heappop(heap)
+            when, first, _, timer = heapq.heappop(heap)
             if timer.cancelled:
                 self._cancelled -= 1
                 continue
@@ -260,13 +265,19 @@ class _TimerQueue:
             if not conn.in_table:
                 continue
             conn.remove_timer(timer)
-            fn(now)
+            self.firing = (when, first)
+            try:
+                fn(now)
+            finally:
+                self.firing = None
 
 
 # ---------------------------------------------------------------------------------------------
 # connections (common part: Zeek's Connection / Session)
 
 ORIG_BIT, RESP_BIT = 1, 2
+#: the "frame" of the removals at the end of the input (see :attr:`_Conn.removed_at`)
+FINISHED = 1 << 62
 
 
 class _Conn:
@@ -290,9 +301,12 @@ class _Conn:
         self.inactivity_timeout = 0
         self.flipped = False
         self.streams: set[int] = set()  # loopcap tcp.stream / udp.stream numbers of its packets
-        self.serial = tracker.next_serial()
         #: streaming: what the summaries of its loopcap streams name of its row, set when it is removed
         self.link: dict[str, Any] | None = None
+        #: where it was removed: (frame, 0, timer's time, first frame) when a timer removed it, (frame,
+        #: 1, 0, first frame) when a packet did, (FINISHED, 2, 0, first frame) at the end of the input;
+        #: Zeek logs rows in this order, so flow shards' rows merge by it (analyzers.shardstream)
+        self.removed_at: tuple[int, int, int, int] | None = None
 
     # -- history (Connection::CheckHistory / AddHistory) --------------------------------------
     def check_history(self, mask: int, code: str) -> bool:
@@ -390,7 +404,7 @@ class _Conn:
         return {
             "ts": self.start_time / NS,
             "uid": _uid(self.start_time, self.proto, self.orig_h.hex(), self.orig_p, self.resp_h.hex(), self.resp_p,
-                        self.serial),
+                        self.first_frame),
             "id.orig_h": format_ip(self.orig_h), "id.orig_p": self.orig_p,
             "id.resp_h": format_ip(self.resp_h), "id.resp_p": self.resp_p,
             "proto": self.proto,
@@ -1233,7 +1247,8 @@ class ZeekTracker:
         self.timers = _TimerQueue()
         self.table: dict[tuple[object, ...], _Conn] = {}
         self.removed: list[_Conn] = []
-        self._serial = 0
+        #: the frame being processed (removals are keyed by it, see :meth:`remove`)
+        self.frame = 0
         self.checksums = ChecksumReport(self.options.checksums)
         nets = list(self.options.local_nets)
         if self.options.private_address_space_is_local:
@@ -1245,18 +1260,20 @@ class ZeekTracker:
         #: not kept in :attr:`removed`
         self.on_remove: Callable[[_Conn], None] | None = None
 
-    def next_serial(self) -> int:
-        self._serial += 1
-        return self._serial
-
     # -- time and removal ---------------------------------------------------------------------
-    def advance(self, ts_ns: int) -> None:
+    def advance(self, ts_ns: int, frame: int | None = None) -> None:
+        """Network time moves to ``ts_ns`` at ``frame`` (default: the frame being processed)."""
+        if frame is not None:
+            self.frame = frame
         self.timers.advance(ts_ns)
 
     def remove(self, conn: _Conn) -> None:
         if not conn.in_table:
             return
         conn.in_table = False
+        firing = self.timers.firing
+        conn.removed_at = ((self.frame, 0, *firing) if firing is not None and firing[1] == conn.first_frame
+                           else (self.frame, 1, 0, conn.first_frame))
         conn.cancel_timers()
         if self.table.get(conn.key) is conn:
             del self.table[conn.key]
@@ -1311,7 +1328,7 @@ class ZeekTracker:
         not verified).  ``header_only``: a segment whose header could be read but not used (Zeek creates
         the connection, then drops the packet).  Returns the Zeek connection it went to."""
         t = seg.ts_ns
-        self.advance(t)
+        self.advance(t, seg.frame)
         if status is None:
             status = checksum_of(seg)
         verdict = "ok" if header_only else self._verdict(status, seg.src)
@@ -1351,7 +1368,7 @@ class ZeekTracker:
     # -- UDP ----------------------------------------------------------------------------------
     def udp(self, dg: UdpDatagram, status: str | None = None) -> _Conn | None:
         t = dg.ts_ns
-        self.advance(t)
+        self.advance(t, dg.frame)
         if status is None:
             status = checksum_of(dg)
         verdict = self._verdict(status, dg.src)
@@ -1384,7 +1401,7 @@ class ZeekTracker:
     # -- ICMP ---------------------------------------------------------------------------------
     def icmp(self, pkt: IcmpPacket) -> _Conn | None:
         t = pkt.ts_ns
-        self.advance(t)
+        self.advance(t, pkt.frame)
         verdict = self._verdict(pkt.checksum, pkt.src)
         if verdict == "drop":
             return None
@@ -1414,9 +1431,10 @@ class ZeekTracker:
     def finish(self) -> list[dict[str, Any]]:
         """Flush every connection still in the table and return all rows (idempotent)."""
         if self._finished is None:
-            rest = sorted(self.table.values(), key=lambda c: c.serial)
+            rest = sorted(self.table.values(), key=lambda c: c.first_frame)
             for c in rest:
                 c.in_table = False
+                c.removed_at = (FINISHED, 2, 0, c.first_frame)
                 c.cancel_timers()
             self.table.clear()
             if self.on_remove is not None:  # streaming: the rest go where the removed ones went
@@ -1497,7 +1515,7 @@ def zeek_analyze(source: Iterable[PacketRecord] | str | os.PathLike[str],
             first = ts
         last = ts
         x = dec.decode(rec.frame, ts, rec.linktype, rec.data, rec.wirelen)
-        tr.advance(ts)
+        tr.advance(ts, rec.frame)
         if isinstance(x, TcpSegment):
             tr.tcp(x)
         elif isinstance(x, UdpDatagram):
@@ -1530,6 +1548,8 @@ class ZeekObserver:
         self._udp_streams: dict[int, list[_Conn]] = {}
         # streaming (see start_streaming)
         self._rows: RowSpool | None = None
+        #: a flow shard's streaming: the file its rows go to (see :func:`merged_rows`)
+        self.rows_path: str | None = None
         self._ready: Callable[[str, int], None] | None = None
 
     def make_decoder(self) -> ZeekDecoder:
@@ -1553,7 +1573,7 @@ class ZeekObserver:
         self._note(self._udp_streams, conv.stream, self.tracker.udp(dg))
 
     def on_other(self, frame: int, ts_ns: int, result: object) -> None:
-        self.tracker.advance(ts_ns)
+        self.tracker.advance(ts_ns, frame)
         if isinstance(result, IcmpPacket):
             self.tracker.icmp(result)
         elif isinstance(result, IcmpError) and self.decoder is not None:
@@ -1563,6 +1583,13 @@ class ZeekObserver:
         elif isinstance(result, Malformed) and isinstance(result.partial, TcpSegment):
             self.tracker.tcp(result.partial, header_only=True)
 
+    def on_skip(self, frame: int, ts_ns: int) -> None:
+        """Flow shards: a packet another shard analyzes still moves network time here (Zeek's timers
+        run on every packet), so that each connection is removed where one process would remove it."""
+        nt = self.tracker.timers.network_time
+        if nt is None or ts_ns > nt:
+            self.tracker.advance(ts_ns, frame)
+
     def rows(self) -> list[dict[str, Any]]:
         return self.tracker.finish()
 
@@ -1570,15 +1597,16 @@ class ZeekObserver:
     def start_streaming(self, ready: Callable[[str, int], None]) -> None:
         """Write each row as soon as its connection is removed (Zeek logs it then too) and forget the
         connection once the loopcap streams it links to are written; ``ready(kind, stream)`` is called
-        when a stream that :meth:`waiting` held back may be written now."""
-        self._rows = RowSpool()
+        when a stream that :meth:`waiting` held back may be written now.  With :attr:`rows_path` set
+        (a flow shard), the rows go there, each after its :attr:`_Conn.removed_at`."""
+        self._rows = RowSpool(self.rows_path)
         self._ready = ready
         self.tracker.on_remove = self._removed
 
     def _removed(self, conn: _Conn) -> None:
         assert self._rows is not None and self._ready is not None
         row = conn.row()
-        self._rows.add(row)
+        self._rows.add(row, conn.removed_at)
         conn.link = {k: row[k] for k in _LINK_FIELDS}
         if isinstance(conn, _TcpConn):
             conn.release()  # removed connections get no more packets (removal happens between them)
@@ -1609,16 +1637,23 @@ class ZeekObserver:
         """The end of the capture: the connections left in the table are removed (and written)."""
         self.tracker.finish()
 
+    def shard_part(self) -> ZeekShardPart:
+        """A flow shard's streaming: what the parent needs to finish the document (the rows file
+        closed; where the rows end up is the caller's to fill in)."""
+        assert self._rows is not None and self.rows_path is not None
+        self._rows.close()
+        return ZeekShardPart(self._rows.count, self._report())
+
     def contribute(self, analysis: Analysis, doc: dict[str, Any]) -> None:
         if self._rows is not None:  # streaming: the rows are spooled, the streams already name theirs
             doc["zeek"] = self._rows.items()
-            self._checksums(doc)
+            _add_checksums(doc, self._report())
             return
         rows = self.tracker.finish()
         conns = self.tracker.connections
         index = {id(c): i for i, c in enumerate(conns)}
         doc["zeek"] = rows
-        self._checksums(doc)
+        _add_checksums(doc, self._report())
         for key, table in (("tcp", self._tcp_streams), ("udp", self._udp_streams)):
             for item in doc.get(key, []):
                 lst = table.get(item.get("stream", -1))
@@ -1626,16 +1661,63 @@ class ZeekObserver:
                     continue
                 _name_rows(item, key, [rows[index[id(c)]] for c in lst if id(c) in index])
 
-    def _checksums(self, doc: dict[str, Any]) -> None:
+    def _report(self) -> ChecksumReport:
         rep = self.tracker.checksums
         if self.decoder is None:
             rep.verified = False
-        doc["zeek_checksums"] = rep.to_dict()
-        if rep.discarded:
-            doc.setdefault("warnings", []).append(
-                f"Zeek view: {rep.discarded} packet(s) discarded for bad checksums "
-                f"({rep.discarded_bad_ip} bad IPv4 header, {rep.discarded_bad} bad TCP/UDP/ICMP checksum, "
-                f"{rep.discarded_partial} offloaded partial checksum); use checksums='ignore' (zeek -C) to keep them")
+        return rep
+
+
+def _add_checksums(doc: dict[str, Any], rep: ChecksumReport) -> None:
+    doc["zeek_checksums"] = rep.to_dict()
+    if rep.discarded:
+        doc.setdefault("warnings", []).append(
+            f"Zeek view: {rep.discarded} packet(s) discarded for bad checksums "
+            f"({rep.discarded_bad_ip} bad IPv4 header, {rep.discarded_bad} bad TCP/UDP/ICMP checksum, "
+            f"{rep.discarded_partial} offloaded partial checksum); use checksums='ignore' (zeek -C) to keep them")
+
+
+@dataclass
+class ZeekShardPart:
+    """A flow shard's Zeek view: how many rows, its checksum report, and where its rows are (bytes
+    ``offset`` to ``offset + length`` of the shard's spool: a line each, in removal order, keyed)."""
+
+    count: int
+    checksums: ChecksumReport
+    offset: int = 0
+    length: int = 0
+
+
+def merged_rows(shards: list[Iterable[bytes]]) -> Iterator[str]:
+    """The rows of every flow shard (each an iterable of its keyed lines, see :class:`RowSpool`), in
+    the order one process would have logged them (by :attr:`_Conn.removed_at`: each shard's lines
+    are in that order already)."""
+
+    def keyed(lines: Iterable[bytes]) -> Iterator[tuple[tuple[int, ...], str]]:
+        for line in lines:
+            head, _, text = line.partition(b" {")
+            yield tuple(map(int, head.split())), "{" + text.decode()
+
+    for _, text in heapq.merge(*(keyed(lines) for lines in shards)):
+        yield text
+
+
+def contribute_shards(doc: dict[str, Any], parts: list[ZeekShardPart], lines: list[Iterable[bytes]]) -> None:
+    """:meth:`ZeekObserver.contribute` for a document whose flow shards each ran a Zeek view
+    (``lines``: each shard's keyed row lines)."""
+    from analyzers.jsonout import EncodedItems
+
+    doc["zeek"] = EncodedItems(sum(p.count for p in parts), merged_rows(lines))
+    rep = replace(parts[0].checksums)
+    for p in parts[1:]:
+        c = p.checksums
+        rep.verified |= c.verified
+        rep.discarded_bad_ip += c.discarded_bad_ip
+        rep.discarded_bad += c.discarded_bad
+        rep.discarded_partial += c.discarded_partial
+        rep.accepted_partial += c.accepted_partial
+        rep.ignored_nets += c.ignored_nets
+    _add_checksums(doc, rep)
 
 
 #: the fields of a conn.log row that a loopcap stream's summary names
@@ -1657,19 +1739,28 @@ def _name_rows(item: dict[str, Any], kind: str, picked: list[dict[str, Any]]) ->
 
 
 class RowSpool:
-    """Encoded rows in the order added, kept in an anonymous temporary file."""
+    """Encoded rows in the order added, kept in an anonymous temporary file; or, with ``path``, in that
+    file, each after its key (a flow shard's rows, see :func:`merged_rows`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
         import tempfile
 
-        self._f = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the items are read
+        self._f = tempfile.TemporaryFile() if path is None else open(path, "wb")  # noqa: SIM115 - closed when read
+        self._keyed = path is not None
         self.count = 0
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any], key: tuple[int, ...] | None = None) -> None:
         from analyzers.jsonout import dumps_value
 
-        self._f.write(dumps_value(row).encode() + b"\n")
+        data = dumps_value(row).encode() + b"\n"
+        if self._keyed:
+            assert key is not None
+            data = b"%d %d %d %d " % key + data
+        self._f.write(data)
         self.count += 1
+
+    def close(self) -> None:
+        self._f.close()
 
     def _lines(self) -> Iterator[str]:
         self._f.seek(0)

@@ -186,7 +186,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     if peers and fmt in ("json", "parquet") and total >= BIG_CAPTURE_BYTES and not quiet:
         click.echo(f"loopcap: note: {total / 2**20:.0f} MB of captures with the peers' views (Wireshark's "
                    "tcp.analysis flags, Zeek's conn_state) takes minutes; --no-peers gives the same analysis "
-                   "without them, about 6x faster on every core", err=True)
+                   "without them, about 4x faster", err=True)
 
     tables: Any = None  # ParquetTables, for --format parquet
     packets: Any = None  # PacketWriter, for --packets
@@ -229,18 +229,17 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
         with bar:
             try:
                 if local and fmt == "json" and len(paths) > 1 and not filtered:
-                    # several files' JSON Lines, streamed by worker processes -j files at a time (with
-                    # the peers' views one by one, in this process)
+                    # several files' JSON Lines, streamed by worker processes -j files at a time
                     from analyzers.parallel import default_jobs
                     from analyzers.streaming import write_json_lines
 
                     write_json_lines(paths, sys.stdout, fresh(), progress=bar, fresh_options=fresh if peers else None,
-                                     jobs=1 if peers else default_jobs() if jobs is None else jobs)
+                                     jobs=default_jobs() if jobs is None else jobs)
                     sys.stdout.flush()
                 elif local:
-                    # each file streamed in bounded memory (without the peers' views a large one on every
-                    # core) and handed to the output a connection at a time
-                    _stream_each(paths, fresh, peers or packets is not None, jobs, bar, emit, warn=fmt == "text")
+                    # each file streamed in bounded memory (a large one on every core, by flow shards) and
+                    # handed to the output a connection at a time
+                    _stream_each(paths, fresh, packets is not None, jobs, bar, emit, warn=fmt == "text")
                 else:
                     # a Dask cluster: each file's connections read back from the workers' spools
                     for i, (path, doc) in enumerate(analyze_paths(paths, fresh(), jobs=jobs, engine=engine,
@@ -267,8 +266,8 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
 
 def _stream_each(paths: list[str], fresh: Callable[[str], AnalysisOptions], one_process: bool, jobs: int | None,
                  bar: Any, emit: Callable[[dict[str, Any], bool], None], *, warn: bool) -> None:
-    """Each file analyzed streaming (a large one on every core, unless ``one_process``: observers such as
-    the peers' views follow every packet in one process), its document handed to ``emit(doc, first)``
+    """Each file analyzed streaming (a large one on every core, unless ``one_process``: the per-packet
+    table follows every packet in one process), its document handed to ``emit(doc, first)``
     with its connections to be read once; with ``warn`` its warnings to stderr afterwards."""
     from analyzers.parallel import DEFAULT_SPLIT_BYTES, default_jobs
     from analyzers.streaming import analyze_file_streamed
