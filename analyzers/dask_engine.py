@@ -11,8 +11,9 @@ document equals ``analyze_file(path, options).to_dict()``.
 
 The workers open the files themselves: every path must be readable at the same name on every
 worker (a shared or replicated file system), as for ``dask.dataframe.read_csv``; a worker must stay
-up until its spools are read.  Only picklable options travel (no observers, no ``keep_payload``
-callable).
+up until its spools are read.  Only picklable options travel (no ``keep_payload``, no observers
+but the peers' views, which shard: each shard's Zeek rows follow its connections in the spool, and
+the client merges them as :mod:`analyzers.shardstream` does).
 
 ``distributed`` is an optional dependency (``pip install 'loopcap[dask]'``); it is imported only
 when this engine runs.
@@ -21,8 +22,10 @@ when this engine runs.
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -31,9 +34,9 @@ from typing import Any
 
 from analyzers.analysis import AnalysisOptions
 from analyzers.errors import UsageError
-from analyzers.jsonout import decoded_items
-from analyzers.parallel import DEFAULT_SPLIT_BYTES, Task, can_cross_processes, plan_tasks
-from analyzers.shardstream import ShardSpool, _stream_shard, document_from_spools
+from analyzers.jsonout import EncodedItems, decoded_items
+from analyzers.parallel import DEFAULT_SPLIT_BYTES, Task, plan_tasks
+from analyzers.shardstream import ShardSpool, _stream_shard, document_from_spools, shards_with
 
 #: how much of a worker's spool the client fetches at a time
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -61,6 +64,14 @@ def connect(scheduler: str, timeout: str | float = "10s") -> Any:
                               "or check the address.") from None
 
 
+def _picklable(options: AnalysisOptions) -> bool:
+    try:
+        pickle.dumps(options)
+    except Exception:
+        return False
+    return True
+
+
 def _worker_threads(client: Any) -> int:
     try:
         return max(1, sum(int(n) for n in client.nthreads().values()))
@@ -85,7 +96,9 @@ def _spool_task(task: Task, options: AnalysisOptions | None, token: str) -> tupl
     directory = _run_directory(token, worker)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{task.index}-{task.shard}.jsonl")
-    spool = _stream_shard(task.path, task.shard, task.shards, options or AnalysisOptions(), path, sort=True)
+    # the peers' views keep state: each task its own (a worker may hand tasks the same deserialized object)
+    opts = copy.deepcopy(options) if options is not None else AnalysisOptions()
+    spool = _stream_shard(task.path, task.shard, task.shards, opts, path, sort=True)
     spool.worker = worker.address if worker is not None else None
     return task, spool
 
@@ -141,9 +154,9 @@ def iter_analyze_many_dask(paths: Sequence[str | os.PathLike[str]], options: Ana
     ``distributed.Client``.  ``shards`` (default: the cluster's worker threads) is how many flow
     shards a large file is cut into.  A file that cannot be read raises its
     :class:`~analyzers.errors.LoopcapError` at its turn."""
-    if not can_cross_processes(options):
-        raise UsageError("--engine dask cannot run observers or a keep_payload callable on the cluster",
-                         hint="Use the local engine for follow-style options.")
+    if options is not None and not (shards_with(options) and _picklable(options)):
+        raise UsageError("--engine dask runs only the analysis and the peers' views on the cluster (no kept "
+                         "payloads, no other observers)", hint="Use the local engine for follow-style options.")
     names = [os.fspath(p) for p in paths]
     if not names:
         return
@@ -206,5 +219,5 @@ def analyze_many_dask(paths: Sequence[str | os.PathLike[str]], options: Analysis
     out = []
     for _, doc in iter_analyze_many_dask(paths, options, scheduler=scheduler, split_bytes=split_bytes,
                                          shards=shards, connect_timeout=connect_timeout):
-        out.append({**doc, "tcp": list(decoded_items(doc["tcp"])), "udp": list(decoded_items(doc["udp"]))})
+        out.append({k: list(decoded_items(v)) if isinstance(v, EncodedItems) else v for k, v in doc.items()})
     return out

@@ -166,10 +166,6 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     if engine == "dask" and packet_table:
         _fail(UsageError("--engine dask does not write per-packet tables (packets.parquet)",
                          hint="Use the local engine (the default) for --packets."))
-    if engine == "dask" and peers and fmt != "zeek":
-        _fail(UsageError("--engine dask runs the analysis without the peers' views (Wireshark's tcp.analysis "
-                         "flags, Zeek's conn_state and history): they follow every packet of a file in one process",
-                         hint="Add --no-peers, or use the local engine (the default) to get them."))
     style = _style_for(color)
     paths = capture_files(files)
     if not paths:

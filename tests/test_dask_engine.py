@@ -78,18 +78,19 @@ def test_an_unreachable_scheduler_is_a_usage_error() -> None:
     assert err.value.hint
 
 
+@pytest.mark.parametrize("peers", [["--no-peers"], []])
 @pytest.mark.parametrize("fmt", ["--json", "--format=text"])
-def test_analyze_engine_dask_writes_what_the_local_engine_writes(client: Any, fmt: str) -> None:
+def test_analyze_engine_dask_writes_what_the_local_engine_writes(client: Any, fmt: str, peers: list[str]) -> None:
     """``loopcap analyze --engine dask``: the documents stream from the workers to the output as the
-    local engine's do (JSON Lines, or the walkthroughs)."""
+    local engine's do (JSON Lines, or the walkthroughs), with the peers' views (the default) or not."""
     from click.testing import CliRunner
 
     from loopcap import cli
 
     files = [str(p) for p in FIXTURES[:3]]
     runner = CliRunner()
-    local = runner.invoke(cli.cli, ["analyze", "-q", "--no-peers", fmt, *files])
-    dask = runner.invoke(cli.cli, ["analyze", "-q", "--no-peers", fmt, "--engine", "dask",
+    local = runner.invoke(cli.cli, ["analyze", "-q", *peers, fmt, *files])
+    dask = runner.invoke(cli.cli, ["analyze", "-q", *peers, fmt, "--engine", "dask",
                                    "--scheduler", client.scheduler.address, *files])
     assert local.exit_code == 0 and dask.exit_code == 0, dask.output
     assert dask.stdout == local.stdout and dask.stdout.count("loopcap") >= 3
@@ -130,13 +131,21 @@ def test_spools_are_deleted_when_the_reader_stops_early_or_a_file_fails(client: 
     assert _spools_left(client) == []
 
 
-def test_analyze_engine_dask_with_the_peers_views_says_to_add_no_peers() -> None:
-    from click.testing import CliRunner
+def test_the_peers_views_run_on_the_cluster_by_flow_shards_and_give_the_local_document(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the peers' views (the default command), each shard's Zeek rows follow its connections in
+    its spool on the worker; the client reads them back in chunks (here 300 bytes) and merges them in
+    Zeek's removal order: the local document, byte for byte once written."""
+    import analyzers.dask_engine as dask_engine
+    import analyzers.shardstream as shardstream
+    from analyzers.jsonout import document_text
+    from loopcap.cli import _options
 
-    from loopcap import cli
-
-    got = CliRunner().invoke(cli.cli, ["analyze", "--json", "--engine", "dask", "--scheduler", "tcp://127.0.0.1:1",
-                                       str(FIXTURES[0])])
-    assert got.exit_code == 2
-    assert "without the peers' views" in got.stderr and "--no-peers" in got.stderr
-    assert "Traceback" not in got.output
+    monkeypatch.setattr(dask_engine, "CHUNK_BYTES", 300)
+    monkeypatch.setattr(shardstream, "LINES_CHUNK", 300)
+    files = [p for p in FIXTURES + CORPUS if p.stat().st_size > 2000][:4]
+    got = [(path, document_text(doc)) for path, doc in
+           iter_analyze_many_dask(files, _options((), peers=True), scheduler=client, split_bytes=1, shards=3)]
+    want = [(str(p), document_text(analyze_file(p, _options((), peers=True)).to_dict())) for p in files]
+    assert got == want and all('"zeek":' in text for _, text in got)
+    assert _spools_left(client) == []
