@@ -16,13 +16,14 @@ process's would; the parent merges the shards' conn.log rows in Zeek's removal o
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import os
 import shutil
 import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
 
@@ -31,6 +32,7 @@ from analyzers.errors import LoopcapError
 from analyzers.jsonout import EncodedItems, dumps_value, write_document
 from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
 from analyzers.pcapfile import CaptureReader
+from analyzers.progress import Progress
 from analyzers.streaming import SummarySink, streams_with
 from analyzers.zeek import ZeekObserver, ZeekShardPart, contribute_shards
 
@@ -61,7 +63,7 @@ class ShardSpool:
 
 
 def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str, *,
-                  sort: bool = False) -> ShardSpool:
+                  sort: bool = False, progress: Any = None) -> ShardSpool:
     """Worker: analyze this shard's flows of ``path``, spooling each finished one; with ``sort`` the
     spool is then rewritten in creation order (each kind's lines one after the other), so that it is
     read back front to back (:func:`_numbered`), a chunk at a time from afar."""
@@ -91,7 +93,7 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
                    shard=(shard, shards, _raw_shard, flow_shard), created=out.created)
     try:
-        res = analyze_file(path, opts)
+        res = analyze_file(path, opts, progress=progress)
         sink.finish()
     except LoopcapError as err:
         out.error = carry(err)
@@ -188,9 +190,11 @@ def analyze_file_to_json_sharded(path: str | os.PathLike[str], out: IO[str], opt
 
 
 def analyze_file_sharded(path: str | os.PathLike[str], consume: Callable[[dict[str, Any]], None],
-                         options: AnalysisOptions | None = None, *, jobs: int = 2) -> Analysis:
+                         options: AnalysisOptions | None = None, *, jobs: int = 2,
+                         progress: Progress | None = None) -> Analysis:
     """:func:`analyzers.streaming.analyze_file_streamed` on ``jobs`` processes (flow shards): the same
-    document, handed to ``consume``."""
+    document, handed to ``consume``.  ``progress`` follows the slowest shard's reading (every shard
+    reads the whole file); the caller advances it past the file."""
     opts = options or AnalysisOptions()
     if not shards_with(opts):
         raise ValueError("a sharded analysis keeps no payloads and takes only observers that can follow a flow "
@@ -199,16 +203,60 @@ def analyze_file_sharded(path: str | os.PathLike[str], consume: Callable[[dict[s
     with CaptureReader.open(name):
         pass  # a file that is no capture fails here, clearly, before any worker starts
     tmp = tempfile.mkdtemp(prefix="loopcap-shards-")
+    # each shard's bytes read and packets, written by the workers (only their own slots), read here
+    slots = multiprocessing.RawArray("q", 2 * jobs) if progress is not None else None
     try:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_stream_shard, name, k, jobs, opts, os.path.join(tmp, f"shard-{k}.jsonl"))
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(slots,)) as pool:
+            futures = [pool.submit(_shard_task, name, k, jobs, opts, os.path.join(tmp, f"shard-{k}.jsonl"))
                        for k in range(jobs)]
+            if progress is not None and slots is not None:
+                progress.start_file(name, os.path.getsize(name))
+                while True:
+                    running = wait(futures, timeout=PROGRESS_EVERY_S).not_done
+                    progress.update(min(slots[:jobs]), min(slots[jobs:]))
+                    if not running:
+                        break
             spools = [fut.result() for fut in futures]
         base, doc = document_from_spools(spools, _LocalSpool)
         consume(doc)
         return base
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: how often a sharded run's progress is shown, in seconds
+PROGRESS_EVERY_S = 0.25
+#: in a worker of :func:`analyze_file_sharded`: the run's progress slots (None: no progress shown)
+_SLOTS: Any = None
+
+
+def _init_worker(slots: Any) -> None:
+    global _SLOTS
+    _SLOTS = slots
+
+
+class _SlotProgress:
+    """A shard's progress (a :class:`~analyzers.progress.Progress`): its bytes read and packets go to
+    its two slots of the shared array."""
+
+    def __init__(self, slots: Any, shard: int, shards: int) -> None:
+        self._slots, self._k, self._n = slots, shard, shards
+
+    def start_file(self, name: str, size: int) -> None:
+        return None
+
+    def update(self, file_bytes: int, packets: int) -> None:
+        self._slots[self._k] = file_bytes
+        self._slots[self._n + self._k] = packets
+
+    def advance_file(self, size: int, packets: int = 0) -> None:
+        self.update(size, packets)
+
+
+def _shard_task(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str) -> ShardSpool:
+    """Worker of :func:`analyze_file_sharded`: :func:`_stream_shard`, its progress in the run's slots."""
+    progress = _SlotProgress(_SLOTS, shard, shards) if _SLOTS is not None else None
+    return _stream_shard(path, shard, shards, options, spool_path, progress=progress)
 
 
 def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSpool], SpoolReader]

@@ -280,7 +280,7 @@ def _stream_each(paths: list[str], fresh: Callable[[str], AnalysisOptions], one_
         if not one_process and j > 1 and big:
             from analyzers.shardstream import analyze_file_sharded
 
-            res = analyze_file_sharded(path, show, fresh(path), jobs=j)
+            res = analyze_file_sharded(path, show, fresh(path), jobs=j, progress=bar)
             bar.advance_file(os.path.getsize(path), res.packets)
         else:
             analyze_file_streamed(path, show, fresh(path), progress=bar)

@@ -180,3 +180,34 @@ def test_the_record_loop_shards_the_peers_views_like_the_block_loop(tmp_path: Pa
     monkeypatch.setattr(blockloop, "available", lambda reader: False)  # the workers are forked: they see it
     for p, w in zip(paths, want, strict=True):
         assert sharded(p, 3, peers()) == w, p
+
+
+def test_a_sharded_run_shows_the_progress_of_its_slowest_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shard reads the whole file: the bar follows the one furthest behind, while the workers
+    run (not only at the end), up to the whole file and every packet."""
+    import analyzers.blockloop
+    import analyzers.shardstream as shardstream
+    from analyzers.shardstream import analyze_file_sharded
+
+    path = many_connections(tmp_path, 3000, gap_s=0.05)
+    monkeypatch.setattr(analyzers.blockloop, "OBSERVED_BLOCK_BYTES", 4096)  # many blocks: many updates
+    monkeypatch.setattr(shardstream, "PROGRESS_EVERY_S", 0.01)
+    seen: list[tuple[str, int, int]] = []
+
+    class Recorder:
+        def start_file(self, name: str, size: int) -> None:
+            seen.append(("start", size, 0))
+
+        def update(self, file_bytes: int, packets: int) -> None:
+            seen.append(("update", file_bytes, packets))
+
+        def advance_file(self, size: int, packets: int = 0) -> None:
+            seen.append(("advance", size, packets))
+
+    docs: list[object] = []
+    res = analyze_file_sharded(path, docs.append, peers(), jobs=2, progress=Recorder())  # type: ignore[arg-type]
+    size = path.stat().st_size
+    assert seen[0] == ("start", size, 0)
+    updates = [(b, n) for what, b, n in seen if what == "update"]
+    assert updates == sorted(updates) and len(set(updates)) >= 3
+    assert any(0 < b < size for b, _ in updates) and updates[-1] == (size, res.packets)
