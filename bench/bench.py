@@ -36,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Measurement:
     stdout: Path
     stderr: str
     other_load: float  #: cores used by other processes during the run (a shared machine skews timings)
+    tree_kb: int = 0  #: the highest sum of the proportional set sizes of all its processes (sampled)
 
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -95,6 +97,7 @@ class Row:
     file: str
     seconds: list[float] = field(default_factory=list)
     rss_kb: list[int] = field(default_factory=list)
+    tree_kb: list[int] = field(default_factory=list)
     other_load: list[float] = field(default_factory=list)
     note: str = ""
     scale: float = 1.0  #: extrapolation factor (a cut of the file)
@@ -109,6 +112,63 @@ class Row:
     @property
     def peak_mb(self) -> float:
         return max(self.rss_kb) / 1024 if self.rss_kb else float("nan")
+
+    @property
+    def tree_mb(self) -> float:
+        return max(self.tree_kb) / 1024 if self.tree_kb else float("nan")
+
+
+#: how often the memory of a run's whole process tree is sampled, in seconds
+TREE_EVERY_S = 0.1
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class TreeSampler(threading.Thread):
+    """The peak memory of a whole run, workers included: every :data:`TREE_EVERY_S` the proportional
+    set sizes (shared pages split between the processes sharing them) of the processes under ``pid``
+    are summed.  ``ru_maxrss`` gives only the largest single process."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kb = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            todo, total = _children(self.pid), 0  # under the wrapper (/usr/bin/time or the launcher)
+            while todo:
+                p = todo.pop()
+                total += _pss_kb(p)
+                todo += _children(p)
+            self.peak_kb = max(self.peak_kb, total)
+            self._done.wait(TREE_EVERY_S)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak_kb
 
 
 def log(msg: str) -> None:
@@ -164,8 +224,11 @@ def measure(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, mem
         t0 = time.perf_counter()
         proc = subprocess.Popen(wrapped, stdout=out, stderr=err, env=env, cwd=REPO,
                                 preexec_fn=_limit_memory(mem_limit) if mem_limit else None)
+        sampler = TreeSampler(proc.pid)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+        tree_kb = sampler.stop()
         busy = cpu_busy_seconds() - busy0
     proc.returncode = os.waitstatus_to_exitcode(status)
     errtext = Path(str(stdout) + ".err").read_text(errors="replace")
@@ -176,7 +239,7 @@ def measure(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, mem
     if proc.returncode != 0 and errtext.rstrip().endswith(f"Command exited with non-zero status {proc.returncode}"):
         errtext = errtext.rstrip().rsplit("\n", 1)[0]
     other = max(0.0, busy - usage.ru_utime - usage.ru_stime) / seconds if seconds > 0 else 0.0
-    return Measurement(seconds, max_rss_kb, proc.returncode, stdout, errtext, other)
+    return Measurement(seconds, max_rss_kb, proc.returncode, stdout, errtext, other, tree_kb)
 
 
 def digest(docs: list[dict[str, Any]]) -> str:
@@ -367,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
             row.seconds.append(m.seconds)
             row.rss_kb.append(m.max_rss_kb)
+            row.tree_kb.append(m.tree_kb)
             row.other_load.append(m.other_load)
             log(f"{name} [{file.name}] run {i + 1}/{times}: {m.seconds:.2f} s, {m.max_rss_kb / 1024:.0f} MB "
+                f"(all processes: {m.tree_kb / 1024:.0f} MB) "
                 f"(other processes: {m.other_load:.2f} cores)")
         rows.append(row)
         return row
@@ -546,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         ref[pcapng.name] = tng.median
     results["rows"] = [{"name": r.name, "file": r.file, "seconds_median": None if not r.seconds else round(r.median, 3),
                         "runs": len(r.seconds), "peak_mb": None if not r.rss_kb else round(r.peak_mb, 1),
+                        "all_processes_mb": None if not r.tree_kb else round(r.tree_mb, 1),
                         "ratio_vs_tshark": None if not r.seconds or r.ratio_to is None
                         else round(r.median / ref.get(r.ratio_to or r.file, tshark.median), 3),
                         "connections": r.connections, "note": r.note, "skipped": r.skipped,
@@ -570,11 +636,12 @@ def render(results: dict[str, Any], rows: list[Row], ref: dict[str, float], tsha
     lines = [f"loopcap benchmark: {n:,} packets ({f['pcap_mb']} MB pcap, {f['pcapng_mb']} MB pcapng), "
              f"{results['cores']} cores, medians of {results['runs']} run(s)",
              f"base capture: {results['base']['how']}", "",
-             "| contender | file | wall time vs `tshark -q -z conv,tcp` (>1 slower) | seconds | peak memory | connections |",
-             "|---|---|---|---|---|---|"]
+             "| contender | file | wall time vs `tshark -q -z conv,tcp` (>1 slower) | seconds | peak memory "
+             "(largest process) | all processes (PSS) | connections |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.skipped or not r.seconds:
-            lines.append(f"| {r.name} | {r.file} | {r.skipped or 'not run'} | | | |")
+            lines.append(f"| {r.name} | {r.file} | {r.skipped or 'not run'} | | | | |")
             continue
         runs = f" (n={len(r.seconds)})" if len(r.seconds) != results["runs"] else ""
         if r.ratio_to is None:
@@ -584,8 +651,9 @@ def render(results: dict[str, Any], rows: list[Row], ref: dict[str, float], tsha
             speed = f"{ratio:.3f}x ({1 / ratio:.1f}x faster)" if ratio < 1 else f"{ratio:.2f}x"
             if r.ratio_to:
                 speed += f" (vs tshark on {r.ratio_to})"
+        tree = f"{r.tree_mb:.0f} MB" if any(r.tree_kb) else "(too short to sample)"
         lines.append(f"| {r.name} | {r.file} | {speed}{runs} | {r.median:.2f} | {r.peak_mb:.0f} MB | "
-                     f"{'' if r.connections is None else r.connections} |")
+                     f"{tree} | {'' if r.connections is None else r.connections} |")
     m = results.get("memory") or {}
     if m and m.get("peak_mb_big") is None:
         lines += ["", f"loopcap peak memory: {m['peak_mb_small']} MB at {m['packets_small']:,} packets; at "

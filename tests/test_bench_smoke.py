@@ -27,14 +27,16 @@ def test_bench_smoke_builds_times_and_checks_correctness(tmp_path: Path) -> None
     assert "all correctness checks passed" in proc.stdout
     results = json.loads(next(out.glob("results-*.json")).read_text())
     names = {r["name"] for r in results["rows"]}
-    default = "loopcap analyze --json (default: with the peers' views, streamed, 1 process)"
-    assert "tshark -q -z conv,tcp" in names and default in names
+    default = next(n for n in names if n.startswith("loopcap analyze --json (default: with the peers' views, "
+                                                    "streamed, "))
+    assert "tshark -q -z conv,tcp" in names
     checks = results["checks"]
     assert checks["connections_loopcap"] == checks["connections_tshark_streams"] > 50
     assert checks["whole_file_mismatches"] == [] and not checks["truth_cut"]["mismatches"]
     assert all(checks["identical_results"].values())
     loopcap = next(r for r in results["rows"] if r["name"] == default)
     assert loopcap["ratio_vs_tshark"] > 0 and loopcap["peak_mb"] > 0
+    assert loopcap["all_processes_mb"] > loopcap["peak_mb"] / 2  # two shards and their parent, sampled
     memory = results["memory"]
     assert memory["default_peak_mb_big"] > 0 and memory["peak_mb_big"] > 0
     assert "| contender |" in proc.stdout
