@@ -285,7 +285,8 @@ class TcpAnalyzer:
                 conv.ts_first_rtt = seg.ts_ns - conv.ts_mru_syn
             fwd.is_first_ack = False
         # options, then the window scaling check of SYNs
-        ws = _window_scale_option(seg.options) if seg.options else None
+        opts = seg.options  # (a Window Scale option holds the bytes 3, 3: most segments have none)
+        ws = _window_scale_option(opts) if opts and b"\x03\x03" in opts else None
         if ws is not None:
             fwd.win_scale = ws
         if flags & TCP_SYN:

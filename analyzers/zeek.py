@@ -74,6 +74,8 @@ M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 NS = 1_000_000_000
 TOO_LARGE_SEQ_DELTA = 1048576
+#: :meth:`_TcpConn.process` takes its steady path where it can (tests turn it off to compare)
+STEADY_PATH = True
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -826,6 +828,9 @@ class _TcpConn(_Conn):
     def process(self, is_orig: bool, seg: TcpSegment, t: int) -> None:
         """TCPSessionAdapter::Process (``is_orig`` goes stale after a flip, exactly as in Zeek)."""
         flags = seg.flags
+        if (flags == 0x10 or flags == 0x18) and self.first_packet_seen == 3 and seg.window and STEADY_PATH \
+                and self._steady(self.orig if is_orig else self.resp, seg, t):
+            return
         syn = bool(flags & TCP_SYN)
         fin = bool(flags & TCP_FIN)
         rst = bool(flags & TCP_RST)
@@ -888,6 +893,45 @@ class _TcpConn(_Conn):
         endpoint.reasm.check_eof()
         if do_close:
             self._connection_closed(endpoint, peer, gen_event)
+
+    def _steady(self, e: _Endpoint, seg: TcpSegment, t: int) -> bool:
+        """:meth:`process` for the common case, an ACK or PSH+ACK segment with a window, in order or a
+        pure ACK, on a connection established both ways whose history has seen such packets, before
+        any sequence wraps: what :meth:`process` would do, without its general steps.  Returns False
+        (having changed nothing) for anything else; the caller then takes the general path."""
+        peer = e.peer
+        if e.state != ESTABLISHED or peer.state != ESTABLISHED or e.seq_wraps or peer.ack_wraps:
+            return False
+        length = seg.paylen
+        bit = HIST_DATA_PKT if length else HIST_ACK_PKT
+        if not self.hist_seen & (bit if e.is_orig else bit << 16):
+            return False  # a new history letter (so also the flip of a connection whose history is "H")
+        seq = seg.seq
+        last = e.last_seq
+        rel_seq = _sdelta(seq, e.start_seq & M32)
+        one_past = (seq + length) & M32
+        d_last = _sdelta(one_past, last)
+        if rel_seq < 0 or (length and d_last <= 0) or (d_last > 0 and one_past < last):
+            # below the start (underflow), a retransmission, or the sequence number wraps (then the
+            # segment's start wrapped too, or it would not be ahead of last_seq)
+            return False
+        ack = seg.ack
+        peer_ack = peer.ack_seq
+        d_ack = _sdelta(ack, peer_ack)
+        rel_ack = _sdelta(ack, peer.start_seq & M32)
+        if (d_ack > 0 and ack < peer_ack) or rel_ack < 0 or ack == 0:
+            return False  # the acknowledgement wraps, underflows or is zero
+        if not self.orig.did_close or not self.resp.did_close:
+            self.last_time = t
+        if d_ack > 0:
+            peer.ack_seq = ack
+        if d_last > 0:
+            e.last_seq = one_past
+        peer.reasm.ack_received(rel_ack)
+        if length and not seg.caplen_short:
+            e.reasm.data_sent(rel_seq, length)
+        e.reasm.check_eof()
+        return True
 
     def _set_partial_status(self, syn: bool, ack: bool, is_orig: bool) -> None:
         if is_orig:

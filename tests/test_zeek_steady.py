@@ -1,0 +1,80 @@
+"""The Zeek view's steady path (in-order ACK / PSH+ACK segments on an established connection skip
+the general steps of TCPSessionAdapter::Process) gives exactly the rows of the general path: on
+every capture, on random interleaved traffic with losses, retransmissions, probes and reordering,
+and around sequence and acknowledgement numbers that wrap."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pcapbuild import Frame, pcap_file
+from test_fast_path import real_captures
+from test_loops_mixed import _connection, traffic
+
+from analyzers import zeek
+from analyzers.errors import LoopcapError
+
+
+def rows_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[Any], int]:
+    """Zeek's rows with the steady path, without it, and how many segments took it."""
+    taken = 0
+    real = zeek._TcpConn._steady
+
+    def counting(self: Any, *a: Any) -> bool:
+        nonlocal taken
+        ok = real(self, *a)
+        taken += ok
+        return ok
+
+    monkeypatch.setattr(zeek._TcpConn, "_steady", counting)
+    fast = zeek.zeek_analyze(path).rows
+    monkeypatch.setattr(zeek, "STEADY_PATH", False)
+    slow = zeek.zeek_analyze(path).rows
+    monkeypatch.setattr(zeek, "STEADY_PATH", True)
+    return fast, slow, taken
+
+
+def test_the_steady_path_gives_the_same_rows_on_every_real_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = taken = 0
+    for p in real_captures():
+        try:
+            fast, slow, n = rows_both_ways(p, monkeypatch)
+        except LoopcapError:
+            continue
+        assert fast == slow, p
+        checked += 1
+        taken += n
+    assert checked >= 80 and taken > 10_000
+
+
+class _NearWrap(random.Random):
+    """Initial sequence numbers a few hundred bytes below 2**32: the numbers wrap mid-connection."""
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        if start == 2**32 and stop is None:
+            return 2**32 - super().randrange(1, 4000)
+        return super().randrange(start, stop, step) if stop is not None else super().randrange(start)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_the_steady_path_gives_the_same_rows_on_random_traffic_and_wrapping_numbers(
+        seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mixed = tmp_path / "mixed.pcap"
+    mixed.write_bytes(traffic(seed))
+    rng = _NearWrap(seed)
+    frames, t = [], 10**18
+    for c in range(8):
+        for pause, pkt in _connection(rng, "127.0.0.1", 41000 + c, 80):
+            t += pause
+            frames.append(Frame(t, pkt))
+    wrapping = tmp_path / "wrapping.pcap"
+    wrapping.write_bytes(pcap_file(frames))
+    total = 0
+    for path in (mixed, wrapping):
+        fast, slow, taken = rows_both_ways(path, monkeypatch)
+        assert fast == slow, path.name
+        total += taken
+    assert total > 0
