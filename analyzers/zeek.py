@@ -30,6 +30,7 @@ Entry points: :class:`ZeekTracker` (sans-I/O), :func:`zeek_analyze` (records or 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import ipaddress
@@ -193,6 +194,12 @@ def _in_nets(addr: bytes, nets: Sequence[Network]) -> bool:
         return False
     a = ipaddress.ip_address(addr)
     return any(a.version == n.version and a in n for n in nets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_local(addr: bytes, nets: tuple[Network, ...]) -> bool:
+    """:func:`_in_nets` for the rows' local_orig / local_resp (a capture's addresses repeat)."""
+    return _in_nets(addr, nets)
 
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -415,8 +422,8 @@ class _Conn:
             "orig_bytes": osz if duration > 0 else None,
             "resp_bytes": rsz if duration > 0 else None,
             "conn_state": self.conn_state(),
-            "local_orig": _in_nets(self.orig_h, local) if local else None,
-            "local_resp": _in_nets(self.resp_h, local) if local else None,
+            "local_orig": _is_local(self.orig_h, local) if local else None,
+            "local_resp": _is_local(self.resp_h, local) if local else None,
             "missed_bytes": self.missed(),
             "history": self.history or None,
             "orig_pkts": op, "orig_ip_bytes": ob, "resp_pkts": rp, "resp_ip_bytes": rb,
