@@ -687,22 +687,24 @@ def render(results: dict[str, Any], rows: list[Row], ref: dict[str, float], tsha
 
 def run_profiles(pcap: Path, cut: Path, out: Path) -> None:
     """pyinstrument (statistical, low overhead) on the whole file and cProfile (per-function totals,
-    several times slower) on a cut, of ``loopcap analyze --json``."""
-    if have("pyinstrument"):
-        log("profiling with pyinstrument ...")
-        subprocess.run([PY, "-m", "pyinstrument", "-o", str(out / "profile-pyinstrument.txt"), "-r", "text",
-                        "--show-all", "-m", "loopcap", "analyze", "--json", str(pcap)],
-                       stdout=subprocess.DEVNULL, check=False, cwd=REPO)
-    log("profiling with cProfile ...")
-    stats = out / "profile.cprof"
-    subprocess.run([PY, "-m", "cProfile", "-o", str(stats), "-m", "loopcap", "analyze", "--json", str(cut)],
-                   stdout=subprocess.DEVNULL, check=False, cwd=REPO)
+    several times slower) on a cut, of ``loopcap analyze --json`` in one process (a shard of a sharded
+    run does the same per-packet work on its share), with the peers' views (the default) and without."""
     import io
     import pstats
 
-    buf = io.StringIO()
-    pstats.Stats(str(stats), stream=buf).sort_stats("tottime").print_stats(30)
-    (out / "profile-cprofile.txt").write_text(buf.getvalue())
+    for tag, extra in (("", []), ("-no-peers", ["--no-peers"])):
+        cmd = ["-m", "loopcap", "analyze", "--json", "-q", "-j", "1", *extra]
+        if have("pyinstrument"):
+            log(f"profiling{tag or ' the default command'} with pyinstrument ...")
+            subprocess.run([PY, "-m", "pyinstrument", "-o", str(out / f"profile-pyinstrument{tag}.txt"), "-r", "text",
+                            "--show-all", *cmd, str(pcap)], stdout=subprocess.DEVNULL, check=False, cwd=REPO)
+        log(f"profiling{tag or ' the default command'} with cProfile ...")
+        stats = out / f"profile{tag}.cprof"
+        subprocess.run([PY, "-m", "cProfile", "-o", str(stats), *cmd, str(cut)],
+                       stdout=subprocess.DEVNULL, check=False, cwd=REPO)
+        buf = io.StringIO()
+        pstats.Stats(str(stats), stream=buf).sort_stats("tottime").print_stats(30)
+        (out / f"profile-cprofile{tag}.txt").write_text(buf.getvalue())
 
 
 if __name__ == "__main__":
