@@ -47,7 +47,7 @@ def test_the_steady_path_gives_the_same_rows_on_every_real_capture(monkeypatch: 
         assert fast == slow, p
         checked += 1
         taken += n
-    assert checked >= 80 and taken > 10_000
+    assert checked >= 80 and taken > 2_000  # (a fresh clone: about 3,000; with bench/out's cuts many more)
 
 
 class _NearWrap(random.Random):
