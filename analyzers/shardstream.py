@@ -292,24 +292,32 @@ def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSp
 
 
 #: how much of a spool is read at a time when it is read as lines
-LINES_CHUNK = 4 << 20
+LINES_CHUNK = 1 << 20
 
 
 def _lines(spool: SpoolReader, offset: int, length: int) -> Iterator[bytes]:
     """The lines (without their newline) of ``spool`` from ``offset`` to ``offset + length``, read a
-    chunk at a time; the spool is closed at the end."""
+    chunk at a time (held once: no list of a chunk's lines, no second copy); the spool is closed at
+    the end."""
     try:
-        rest = b""
+        buf = b""
+        start = 0
+        pos = offset
         end = offset + length
-        while offset < end:
-            chunk = spool.read(offset, min(LINES_CHUNK, end - offset))
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl >= 0:
+                yield buf[start:nl]
+                start = nl + 1
+                continue
+            chunk = spool.read(pos, min(LINES_CHUNK, end - pos)) if pos < end else b""
             if not chunk:
-                break
-            offset += len(chunk)
-            *whole, rest = (rest + chunk).split(b"\n")
-            yield from whole
-        if rest:
-            yield rest
+                if start < len(buf):
+                    yield buf[start:]
+                return
+            pos += len(chunk)
+            buf = buf[start:] + chunk
+            start = 0
     finally:
         spool.close()
 

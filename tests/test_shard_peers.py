@@ -211,3 +211,28 @@ def test_a_sharded_run_shows_the_progress_of_its_slowest_shard(tmp_path: Path, m
     updates = [(b, n) for what, b, n in seen if what == "update"]
     assert updates == sorted(updates) and len(set(updates)) >= 3
     assert any(0 < b < size for b, _ in updates) and updates[-1] == (size, res.packets)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_a_shards_zeek_rows_are_read_back_line_by_line_across_chunk_boundaries(
+        chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows sit after the connections in a shard's spool; they are read a chunk at a time
+    (locally or from a Dask worker) and cut into lines, a line split across chunks included."""
+    import analyzers.shardstream as shardstream
+
+    rows = [b"1 0 5 %d {\"uid\":\"C%s\"}" % (i, b"x" * (i % 13)) for i in range(40)]
+    head = b"connections' lines before the rows"
+    data = head + b"\n".join(rows) + b"\n"
+    closed: list[bool] = []
+
+    class Reader:
+        def read(self, offset: int, length: int) -> bytes:
+            return data[offset:offset + length]
+
+        def close(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(shardstream, "LINES_CHUNK", chunk)
+    assert list(shardstream._lines(Reader(), len(head), len(data) - len(head))) == rows
+    assert list(shardstream._lines(Reader(), len(head), len(data) - len(head) - 1)) == rows  # no last newline
+    assert closed == [True, True]
