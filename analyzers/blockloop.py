@@ -363,7 +363,7 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
         decode_and_observe(frame, ts, linktype, data, wirelen, res, decode, feed_tcp, feed_udp, tcp, udp, observers,
                            shard)
 
-    skips = [ob.on_skip for ob in observers if getattr(ob, "needs_time", True)] if shard is not None else []
+    skips = [ob.on_skip for ob in observers] if shard is not None else []
 
     # smaller blocks than the plain loop's: here every packet costs far more than its block's share, and
     # a block's lists and prefix sums are what this loop adds to the observers' memory

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import importlib
 import os
-import pickle
 import shutil
 import tempfile
 import uuid
@@ -35,7 +34,7 @@ from typing import Any
 from analyzers.analysis import AnalysisOptions
 from analyzers.errors import UsageError
 from analyzers.jsonout import EncodedItems, decoded_items
-from analyzers.parallel import DEFAULT_SPLIT_BYTES, Task, plan_tasks
+from analyzers.parallel import DEFAULT_SPLIT_BYTES, Task, picklable, plan_tasks
 from analyzers.shardstream import ShardSpool, _stream_shard, document_from_spools, shards_with
 
 #: how much of a worker's spool the client fetches at a time
@@ -62,14 +61,6 @@ def connect(scheduler: str, timeout: str | float = "10s") -> Any:
         raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {exc}",
                          hint="Start one with `dask scheduler` (and `dask worker ADDRESS` on each machine), "
                               "or check the address.") from None
-
-
-def _picklable(options: AnalysisOptions) -> bool:
-    try:
-        pickle.dumps(options)
-    except Exception:
-        return False
-    return True
 
 
 def _worker_threads(client: Any) -> int:
@@ -154,7 +145,7 @@ def iter_analyze_many_dask(paths: Sequence[str | os.PathLike[str]], options: Ana
     ``distributed.Client``.  ``shards`` (default: the cluster's worker threads) is how many flow
     shards a large file is cut into.  A file that cannot be read raises its
     :class:`~analyzers.errors.LoopcapError` at its turn."""
-    if options is not None and not (shards_with(options) and _picklable(options)):
+    if options is not None and not (shards_with(options) and picklable(options)):
         raise UsageError("--engine dask runs only the analysis and the peers' views on the cluster (no kept "
                          "payloads, no other observers)", hint="Use the local engine for follow-style options.")
     names = [os.fspath(p) for p in paths]

@@ -239,8 +239,13 @@ def can_cross_processes(options: AnalysisOptions | None) -> bool:
         return True
     if options.observers or callable(options.keep_payload) or getattr(options, "decoder_factory", None) is not None:
         return False
+    return picklable(options)
+
+
+def picklable(obj: object) -> bool:
+    """Whether ``obj`` can be sent to another process."""
     try:
-        pickle.dumps(options)
+        pickle.dumps(obj)
     except Exception:
         return False
     return True

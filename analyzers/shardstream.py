@@ -58,7 +58,7 @@ class ShardSpool:
     error: tuple[type[LoopcapError], str, dict[str, Any]] | None = None
     #: the address of the Dask worker whose disk holds ``path`` (None: this machine's)
     worker: str | None = None
-    #: the Zeek view's part, when the shards ran it (its rows file is beside ``path``)
+    #: the Zeek view's part, when the shards ran it (its rows follow the lines in ``path``)
     zeek: ZeekShardPart | None = None
 
 
@@ -87,8 +87,9 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
         pos += len(data)
 
     zeek = next((ob for ob in options.observers if isinstance(ob, ZeekObserver)), None)
+    rows_path = spool_path + ".zeek"
     if zeek is not None:
-        zeek.rows_path = spool_path + ".zeek"
+        zeek.rows_path = rows_path
     sink = SummarySink(options.observers, put, lambda kind, stream: out.created[kind][stream])
     opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
                    shard=(shard, shards, _raw_shard, flow_shard), created=out.created)
@@ -111,12 +112,12 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
         out.base = res
     if sort:
         _sort_spool(out)
-    if part is not None and zeek is not None and zeek.rows_path is not None:  # the rows go after the lines
-        with open(spool_path, "ab") as dst, open(zeek.rows_path, "rb") as src:
+    if part is not None:  # the rows go after the lines
+        with open(spool_path, "ab") as dst, open(rows_path, "rb") as src:
             part.offset = dst.tell()
             shutil.copyfileobj(src, dst, 1 << 20)
             part.length = dst.tell() - part.offset
-        os.unlink(zeek.rows_path)
+        os.unlink(rows_path)
         out.zeek = part
     return out
 
@@ -325,7 +326,7 @@ def _lines(spool: SpoolReader, offset: int, length: int) -> Iterator[bytes]:
 def shards_with(options: AnalysisOptions) -> bool:
     """Whether a file can be analyzed by flow shards with these options: no kept payloads, only
     observers that can follow a shard (the peers' views), and a custom decoder only theirs."""
-    if options.keep_payload or not shardable(options.observers) or not streams_with(options):
+    if not shardable(options.observers) or not streams_with(options):  # (no kept payloads: they cannot stream)
         return False
     return options.decoder_factory is None or any(
         getattr(options.decoder_factory, "__self__", None) is ob for ob in options.observers)

@@ -481,11 +481,8 @@ class TcpAnalysisObserver:
     def on_other(self, frame: int, ts_ns: int, result: object) -> None:
         return None
 
-    #: flow shards: the analysis is per stream, other shards' packets are nothing to it
-    needs_time = False
-
     def on_skip(self, frame: int, ts_ns: int) -> None:
-        return None
+        return None  # flow shards: the analysis is per stream, other shards' packets are nothing to it
 
     # -- streaming (analyzers.streaming): each stream's result goes into its summary when it is done --
     def start_streaming(self, ready: Callable[[str, int], None]) -> None:
