@@ -15,17 +15,20 @@ process's would; the parent merges the shards' conn.log rows in Zeek's removal o
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import multiprocessing
 import os
 import shutil
+import struct
 import tempfile
 from array import array
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
+
+import numpy as np
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, shardable
 from analyzers.errors import LoopcapError
@@ -36,19 +39,26 @@ from analyzers.progress import Progress
 from analyzers.streaming import SummarySink, streams_with
 from analyzers.zeek import ZeekObserver, ZeekShardPart, contribute_shards
 
+#: the kinds of conversation a spool holds, in the order of their sections
+KINDS = ("tcp", "udp")
+#: one index row: creation frame, offset and length of a spooled line (little-endian int64s)
+_ROW = np.dtype("<i8")
+
 
 @dataclass
 class ShardSpool:
-    """What a worker hands back: where its lines are, and the integers needed to number them."""
+    """What a worker hands back: where its lines are, and where in the same file the integers are that
+    number them (sections after the lines, so that the worker keeps none of them and the parent reads
+    them a chunk at a time: memory follows neither the connections nor the file)."""
 
     shard: int
     path: str
-    #: creation frame of every conversation the shard numbered (quote-only ones too), by kind
-    created: dict[str, array[int]] = field(default_factory=dict)
-    #: per kind: creation frame, offset and length of every spooled line (in the order written)
-    frames: dict[str, array[int]] = field(default_factory=dict)
-    offsets: dict[str, array[int]] = field(default_factory=dict)
-    lengths: dict[str, array[int]] = field(default_factory=dict)
+    #: per kind: (offset, rows) of the index section, one row (creation frame, offset, length) for
+    #: every spooled line, in creation order
+    index: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: per kind: (offset, count) of the creation frames of every conversation the shard numbered
+    #: (quote-only ones too), ascending
+    created: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: (creation frame, warning texts) of the TCP connections that have some
     warnings: list[tuple[int, list[str]]] = field(default_factory=list)
     #: per kind: how many flows came back after being handed out, and the first (new, old) frames
@@ -61,19 +71,22 @@ class ShardSpool:
     #: the Zeek view's part, when the shards ran it (its rows follow the lines in ``path``)
     zeek: ZeekShardPart | None = None
 
+    def lines(self, kind: str) -> int:
+        return self.index[kind][1]
+
 
 def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str, *,
                   sort: bool = False, progress: Any = None) -> ShardSpool:
-    """Worker: analyze this shard's flows of ``path``, spooling each finished one; with ``sort`` the
-    spool is then rewritten in creation order (each kind's lines one after the other), so that it is
-    read back front to back (:func:`_numbered`), a chunk at a time from afar."""
+    """Worker: analyze this shard's flows of ``path``, spooling each finished one; then the index and
+    the creation frames follow the lines (see :class:`ShardSpool`).  With ``sort`` the lines
+    themselves are rewritten in creation order (each kind's one after the other), so that they are
+    read front to back (:func:`_numbered`), a chunk at a time from afar."""
     out = ShardSpool(shard, spool_path)
-    for kind in ("tcp", "udp"):
-        out.created[kind] = array("q")
-        out.frames[kind] = array("q")
-        out.offsets[kind] = array("q")
-        out.lengths[kind] = array("q")
+    created = {kind: array("q") for kind in KINDS}
     f = open(spool_path, "wb")  # noqa: SIM115 - closed below
+    idx_paths = {kind: f"{spool_path}.{kind}.idx" for kind in KINDS}
+    idx = {kind: open(p, "wb") for kind, p in idx_paths.items()}  # noqa: SIM115 - closed below
+    row = struct.Struct("<qqq").pack
     pos = 0
 
     def put(kind: str, stream: int, summary: dict[str, Any]) -> None:
@@ -81,65 +94,80 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
         frame = summary["stream"]  # the creation frame: the parent replaces it with the final number
         data = dumps_value(summary).encode()
         f.write(data)
-        out.frames[kind].append(frame)
-        out.offsets[kind].append(pos)
-        out.lengths[kind].append(len(data))
+        idx[kind].write(row(frame, pos, len(data)))
         pos += len(data)
 
     zeek = next((ob for ob in options.observers if isinstance(ob, ZeekObserver)), None)
     rows_path = spool_path + ".zeek"
     if zeek is not None:
         zeek.rows_path = rows_path
-    sink = SummarySink(options.observers, put, lambda kind, stream: out.created[kind][stream])
+    sink = SummarySink(options.observers, put, lambda kind, stream: created[kind][stream])
     opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
-                   shard=(shard, shards, _raw_shard, flow_shard), created=out.created)
+                   shard=(shard, shards, _raw_shard, flow_shard), created=created)
     try:
-        res = analyze_file(path, opts, progress=progress)
-        sink.finish()
-    except LoopcapError as err:
-        out.error = carry(err)
-        return out
+        try:
+            res = analyze_file(path, opts, progress=progress)
+            sink.finish()
+        except LoopcapError as err:
+            out.error = carry(err)
+            return out
+        finally:
+            f.close()
+            for fh in idx.values():
+                fh.close()
+        out.warnings = sink.warned
+        part = zeek.shard_part() if zeek is not None else None
+        res.observers = []  # their parts are in the spools
+        for kind, (count, pairs) in (("tcp", res.late_tcp), ("udp", res.late_udp)):
+            c = created[kind]
+            out.late[kind] = (count, [(c[new], c[old]) for new, old in pairs])
+        if shard == 0:
+            res.late_tcp = res.late_udp = (0, [])
+            out.base = res
+        _seal(out, idx_paths, created, part, rows_path if part is not None else None, sort)
     finally:
-        f.close()
-    out.warnings = sink.warned
-    part = zeek.shard_part() if zeek is not None else None
-    res.observers = []  # their parts are in the spools
-    for kind, (count, pairs) in (("tcp", res.late_tcp), ("udp", res.late_udp)):
-        c = out.created[kind]
-        out.late[kind] = (count, [(c[new], c[old]) for new, old in pairs])
-    if shard == 0:
-        res.late_tcp = res.late_udp = (0, [])
-        out.base = res
-    if sort:
-        _sort_spool(out)
-    if part is not None:  # the rows go after the lines
-        with open(spool_path, "ab") as dst, open(rows_path, "rb") as src:
-            part.offset = dst.tell()
-            shutil.copyfileobj(src, dst, 1 << 20)
-            part.length = dst.tell() - part.offset
-        os.unlink(rows_path)
-        out.zeek = part
+        for p in idx_paths.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
     return out
 
 
-def _sort_spool(spool: ShardSpool) -> None:
-    """Rewrite ``spool``'s file with each kind's lines in creation order (tcp, then udp)."""
-    tmp = spool.path + ".sorted"
-    pos = 0
-    with open(spool.path, "rb") as src, open(tmp, "wb") as dst:
-        for kind in ("tcp", "udp"):
-            frames, offs, lens = spool.frames[kind], spool.offsets[kind], spool.lengths[kind]
-            order = sorted(range(len(frames)), key=frames.__getitem__)
-            new_frames, new_offs, new_lens = array("q"), array("q"), array("q")
-            for i in order:
-                src.seek(offs[i])
-                dst.write(src.read(lens[i]))
-                new_frames.append(frames[i])
-                new_offs.append(pos)
-                new_lens.append(lens[i])
-                pos += lens[i]
-            spool.frames[kind], spool.offsets[kind], spool.lengths[kind] = new_frames, new_offs, new_lens
-    os.replace(tmp, spool.path)
+def _seal(spool: ShardSpool, idx_paths: dict[str, str], created: dict[str, array[int]],
+          zeek: ZeekShardPart | None, rows_path: str | None, sort: bool) -> None:
+    """Append the sections to ``spool``'s file: the Zeek rows, then per kind the index sorted by
+    creation frame, then per kind the creation frames; with ``sort`` the lines are first rewritten in
+    that order."""
+    tables = {}
+    for kind in KINDS:
+        t = np.fromfile(idx_paths[kind], dtype=_ROW).reshape(-1, 3)
+        tables[kind] = t[np.argsort(t[:, 0], kind="stable")]
+    if sort:
+        tmp = spool.path + ".sorted"
+        pos = 0
+        with open(spool.path, "rb") as src, open(tmp, "wb") as dst:
+            for kind in KINDS:
+                t = tables[kind]
+                for _, off, n in t.tolist():
+                    src.seek(off)
+                    dst.write(src.read(n))
+                lengths = t[:, 2]
+                t[:, 1] = pos + np.cumsum(lengths) - lengths
+                pos += int(lengths.sum())
+        os.replace(tmp, spool.path)
+    with open(spool.path, "ab") as dst:
+        if zeek is not None and rows_path is not None:
+            zeek.offset = dst.tell()
+            with open(rows_path, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            zeek.length = dst.tell() - zeek.offset
+            os.unlink(rows_path)
+            spool.zeek = zeek
+        for kind in KINDS:
+            spool.index[kind] = (dst.tell(), len(tables[kind]))
+            dst.write(tables[kind].astype(_ROW, copy=False).tobytes())
+        for kind in KINDS:
+            spool.created[kind] = (dst.tell(), len(created[kind]))
+            dst.write(np.frombuffer(created[kind], dtype=np.int64).astype(_ROW).tobytes())
 
 
 class SpoolReader(Protocol):
@@ -162,22 +190,74 @@ class _LocalSpool:
         self._f.close()
 
 
+#: index rows read at a time from a spool's sections
+ROWS_CHUNK = 1 << 13
+
+
+def _ints(spool: SpoolReader, offset: int, count: int, width: int) -> Iterator[list[int]]:
+    """The ``count`` rows of ``width`` int64s of a section of ``spool`` from ``offset``, a chunk at a
+    time (each row a list); the spool is closed at the end."""
+    try:
+        size = 8 * width
+        pos, end = offset, offset + count * size
+        while pos < end:
+            want = min(ROWS_CHUNK * size, end - pos)
+            chunk = spool.read(pos, want)
+            if len(chunk) != want:
+                raise LoopcapError(f"a shard's spool ends early ({len(chunk)} of {want} bytes at {pos})")
+            pos += want
+            yield from np.frombuffer(chunk, dtype=_ROW).reshape(-1, width).tolist()
+    finally:
+        spool.close()
+
+
+def _created(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool], SpoolReader]) -> Iterator[int]:
+    """The creation frame of every ``kind`` conversation of every shard, ascending."""
+    return heapq.merge(*((r[0] for r in _ints(open_spool(s), *s.created[kind], 1)) for s in spools))
+
+
+def _ranks(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool], SpoolReader],
+           frames: list[int]) -> dict[int, int]:
+    """The final stream number of each creation frame in ``frames`` (one pass over the shards'
+    creation frames)."""
+    want = sorted(set(frames))
+    out: dict[int, int] = {}
+    if not want:
+        return out
+    i = 0
+    for n, frame in enumerate(_created(spools, kind, open_spool)):
+        while i < len(want) and want[i] <= frame:
+            if want[i] == frame:
+                out[frame] = n
+            i += 1
+        if i == len(want):
+            break
+    return out
+
+
 def _numbered(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool], SpoolReader]) -> Iterator[str]:
-    """Every spooled line of ``kind``, in creation order, with its final stream number."""
-    everything = array("q", sorted(f for s in spools for f in s.created[kind]))
+    """Every spooled line of ``kind``, in creation order, with its final stream number: the shards'
+    index sections merged by creation frame, counted against their creation frames merged."""
     files = {s.shard: open_spool(s) for s in spools}
 
-    def by_frame(s: ShardSpool) -> Iterator[tuple[int, int, int, int]]:
-        frames, offs, lens = s.frames[kind], s.offsets[kind], s.lengths[kind]
-        for i in sorted(range(len(frames)), key=frames.__getitem__):
-            yield frames[i], s.shard, offs[i], lens[i]
+    def rows(s: ShardSpool) -> Iterator[tuple[int, int, int, int]]:
+        for frame, off, n in _ints(open_spool(s), *s.index[kind], 3):
+            yield frame, s.shard, off, n
 
+    created = _created(spools, kind, open_spool)
+    number = -1
     try:
-        for frame, shard, off, n in heapq.merge(*(by_frame(s) for s in spools)):
+        for frame, shard, off, n in heapq.merge(*(rows(s) for s in spools)):
+            for c in created:  # every line's frame created a conversation: count up to it
+                number += 1
+                if c == frame:
+                    break
+            else:
+                raise LoopcapError(f"a shard's spool lists frame {frame} but no conversation created there")
             text = files[shard].read(off, n).decode()
             head = f'{{"stream":{frame},'  # jsonout's compact encoding; the summary starts with its stream
             assert text.startswith(head), text[:40]
-            yield f'{{"stream":{bisect_left(everything, frame)},' + text[len(head):]
+            yield f'{{"stream":{number},' + text[len(head):]
     finally:
         for fh in files.values():
             fh.close()
@@ -269,21 +349,20 @@ def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSp
         raise_carried(s.error)
     base = spools[0].base
     assert base is not None
-    number = {kind: array("q", sorted(f for s in spools for f in s.created[kind])) for kind in ("tcp", "udp")}
 
     def late(kind: str) -> tuple[int, list[tuple[int, int]]]:
         pairs = sorted(p for s in spools for p in s.late[kind][1])[:100]
-        return (sum(s.late[kind][0] for s in spools),
-                [(bisect_left(number[kind], a), bisect_left(number[kind], b)) for a, b in pairs])
+        rank = _ranks(spools, kind, open_spool, [f for p in pairs for f in p])
+        return sum(s.late[kind][0] for s in spools), [(rank[a], rank[b]) for a, b in pairs]
 
     base.late_tcp, base.late_udp = late("tcp"), late("udp")
     warned = sorted((w for s in spools for w in s.warnings), key=lambda t: t[0])
+    rank = _ranks(spools, "tcp", open_spool, [frame for frame, _ in warned])
     base.streamed_warnings = []
     for frame, texts in warned:
-        g = bisect_left(number["tcp"], frame)
         head = f"TCP stream {frame}: "
-        base.streamed_warnings.extend(f"TCP stream {g}: " + t[len(head):] for t in texts)
-    counts = {kind: sum(len(s.frames[kind]) for s in spools) for kind in ("tcp", "udp")}
+        base.streamed_warnings.extend(f"TCP stream {rank[frame]}: " + t[len(head):] for t in texts)
+    counts = {kind: sum(s.lines(kind) for s in spools) for kind in KINDS}
     doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp", open_spool)),  # type: ignore[arg-type]
                        udp=EncodedItems(counts["udp"], _numbered(spools, "udp", open_spool)))  # type: ignore[arg-type]
     parts = [(s, s.zeek) for s in spools if s.zeek is not None]

@@ -316,6 +316,47 @@ def test_sharded_streaming_numbers_reused_and_late_four_tuples_like_one_process(
         assert sharded(path, jobs) == want
 
 
+@pytest.mark.parametrize("rows", [1, 3, 1 << 13])
+def test_the_shards_index_sections_are_merged_a_chunk_at_a_time(tmp_path: Path, rows: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent numbers every connection by merging the shards' index sections (read ``rows``
+    rows at a time) against their creation frames: a chunk boundary anywhere changes nothing."""
+    import analyzers.shardstream as shardstream
+
+    path = many_connections(tmp_path, 300, gap_s=0.5)
+    want = streamed(path)
+    monkeypatch.setattr(shardstream, "ROWS_CHUNK", rows)
+    assert sharded(path, 3) == want
+
+
+def test_a_worker_hands_back_the_same_few_integers_however_many_connections_it_spooled(tmp_path: Path) -> None:
+    """Its index and creation frames follow the lines in its spool: what crosses to the parent (and
+    what the worker keeps of them) does not grow with the connections."""
+    import pickle
+
+    from analyzers.shardstream import _stream_shard
+
+    sizes = []
+    for conns in (50, 800):
+        path = many_connections(tmp_path, conns, gap_s=0.5)
+        spool = _stream_shard(str(path), 1, 2, AnalysisOptions(), str(tmp_path / f"spool-{conns}"))
+        assert spool.error is None and spool.lines("tcp") > conns // 4
+        sizes.append(len(pickle.dumps(spool)))
+    assert sizes[1] - sizes[0] < 64, sizes  # (a few integers may take a byte more)
+
+
+def test_a_spool_cut_short_is_a_clear_error(tmp_path: Path) -> None:
+    from analyzers.shardstream import _LocalSpool, _stream_shard, document_from_spools
+
+    path = many_connections(tmp_path, 100, gap_s=0.5)
+    spools = [_stream_shard(str(path), k, 2, AnalysisOptions(), str(tmp_path / f"shard-{k}")) for k in range(2)]
+    with open(spools[1].path, "r+b") as f:
+        f.truncate(spools[1].created["tcp"][0] + 8)  # part of the creation frames are gone
+    with pytest.raises(LoopcapError, match="spool ends early"):  # (numbering the late ones reads them first)
+        _, doc = document_from_spools(spools, _LocalSpool)
+        list(doc["tcp"])
+
+
 def test_a_file_that_breaks_in_a_worker_is_the_same_clear_error_with_its_hint(tmp_path: Path) -> None:
     from analyzers.errors import CaptureFormatError
     from analyzers.parallel import carry, raise_carried
