@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,14 +19,15 @@ from analyzers.tombstones import Tombstones
 PREVIEW_BYTES = 64
 
 
-@dataclass
+# slots: a streaming analysis holds the records of thousands of open conversations at once
+@dataclass(slots=True)
 class DatagramRecord:
     frame: int
     ts_ns: int
     direction: int  # 0: client -> server, 1: server -> client
     length: int  # UDP payload length on the wire (udp.length - 8)
     captured: int  # payload bytes captured
-    sha256: str
+    digest: bytes  # SHA-256 of the captured payload (the bytes: half the memory of their hex)
     preview: bytes
     fragment_frames: tuple[int, ...] = ()
     payload: bytes | None = None
@@ -36,8 +36,12 @@ class DatagramRecord:
     def truncated(self) -> bool:
         return self.captured < self.length
 
+    @property
+    def sha256(self) -> str:
+        return self.digest.hex()
 
-@dataclass
+
+@dataclass(slots=True)
 class UdpConversation:
     stream: int
     version: int
@@ -82,7 +86,9 @@ class UdpTracker:
         self._on_done = on_done
         self._idle = idle_ns
         self.max_live = MAX_LIVE
-        self._live: OrderedDict[tuple[object, ...], UdpConversation] = OrderedDict()  # by last datagram
+        #: streaming: the open conversations, by last datagram, oldest first (the same dict as
+        #: :attr:`_by_key`: in a streaming tracker every known conversation is open)
+        self._live = self._by_key if on_done is not None else {}
         self.tombstones = Tombstones()  # streaming: the pairs handed out
 
     @property
@@ -113,9 +119,10 @@ class UdpTracker:
             else:
                 self.tombstones.came_back(key, conv.stream)
             self._by_key[key] = conv
-        if self._on_done is not None:
-            self._live[key] = conv
-            self._live.move_to_end(key)
+        elif self._on_done is not None:
+            live = self._live
+            del live[key]
+            live[key] = conv  # (re)inserted: the newest
         return conv
 
     def expire(self, now_ns: int) -> None:
@@ -129,8 +136,7 @@ class UdpTracker:
             self._hand_out(key, conv)
 
     def _hand_out(self, key: tuple[object, ...], conv: UdpConversation) -> None:
-        del self._live[key]
-        del self._by_key[key]
+        del self._live[key]  # (and from _by_key: the same dict)
         self.tombstones.bury(key, conv.stream)
         assert self._on_done is not None
         self._on_done(conv)
@@ -150,7 +156,7 @@ class UdpTracker:
         keep = self._keep(conv.stream) if callable(self._keep) else self._keep
         if len(conv.datagrams) < self.max_records:
             conv.datagrams.append(DatagramRecord(
-                dg.frame, dg.ts_ns, d, dg.length - 8, len(dg.payload), hashlib.sha256(dg.payload).hexdigest(),
+                dg.frame, dg.ts_ns, d, dg.length - 8, len(dg.payload), hashlib.sha256(dg.payload).digest(),
                 bytes(dg.payload[:PREVIEW_BYTES]), dg.fragment_frames, bytes(dg.payload) if keep else None))
         else:
             conv.dropped_records += 1
@@ -169,6 +175,5 @@ class UdpTracker:
             for conv in sorted(self._live.values(), key=lambda c: c.stream):
                 self._on_done(conv)
             self._live.clear()
-            self._by_key.clear()
             return []
         return [c for c in self.conversations if not c.quote_only]

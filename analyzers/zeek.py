@@ -292,8 +292,12 @@ FINISHED = 1 << 62
 class _Conn:
     """Zeek's Connection: endpoints, history, timers, counters."""
 
+    __slots__ = ("first_frame", "flipped", "hist_seen", "history", "in_table", "inactivity_timeout", "ip_proto", "key",
+                 "last_time", "link", "orig_h", "orig_p", "removed_at", "resp_h", "resp_p", "start_time", "streams",
+                 "timers", "tracker")
     proto = ""
-    ip_proto = 0
+    #: the row's ip_proto (an ICMP connection's is set per IP version)
+    default_ip_proto = 0
 
     def __init__(self, tracker: ZeekTracker, key: tuple[object, ...], src: bytes, sport: int, dst: bytes,
                  dport: int, t: int, frame: int) -> None:
@@ -303,13 +307,15 @@ class _Conn:
         self.start_time = t
         self.last_time = t
         self.first_frame = frame
+        self.ip_proto = self.default_ip_proto
         self.history = ""
         self.hist_seen = 0
         self.in_table = True
         self.timers: list[_Timer] = []
         self.inactivity_timeout = 0
         self.flipped = False
-        self.streams: set[int] = set()  # loopcap tcp.stream / udp.stream numbers of its packets
+        #: loopcap tcp.stream / udp.stream numbers of its packets (a list: nearly always one)
+        self.streams: list[int] = []
         #: streaming: what the summaries of its loopcap streams name of its row, set when it is removed
         self.link: dict[str, Any] | None = None
         #: where it was removed: (frame, 0, timer's time, first frame) when a timer removed it, (frame,
@@ -452,6 +458,9 @@ def _sdelta(a: int, b: int) -> int:
 
 class _Reassembler:
     """TCP_Reassembler over a DataBlockList, tracking sequence ranges only (no bytes)."""
+
+    # slots, here and in the endpoints and connections: a capture holds thousands of them at once
+    __slots__ = ("blocks", "did_eof", "endp", "had_gap", "last_reassem_seq", "size", "skip_deliveries", "trim_seq")
 
     def __init__(self, endp: _Endpoint) -> None:
         self.endp = endp
@@ -658,6 +667,10 @@ class _Reassembler:
 class _Endpoint:
     """TCP_Endpoint."""
 
+    __slots__ = ("ack_seq", "ack_wraps", "conn", "counters", "did_close", "fin_cnt", "fin_seq", "hist_last_fin",
+                 "hist_last_rst", "hist_last_syn", "ip_bytes", "is_orig", "last_seq", "peer", "pkts", "prev_state",
+                 "reasm", "rst_cnt", "seq_wraps", "start_seq", "state")
+
     def __init__(self, conn: _TcpConn, is_orig: bool) -> None:
         self.conn = conn
         self.is_orig = is_orig
@@ -741,8 +754,10 @@ class _Endpoint:
 
 
 class _TcpConn(_Conn):
+    __slots__ = ("close_deferred", "deferred_gen_event", "first_packet_seen", "is_active", "is_partial", "missed_bytes",
+                 "orig", "resp")
     proto = "tcp"
-    ip_proto = 6
+    default_ip_proto = 6
 
     def __init__(self, tracker: ZeekTracker, key: tuple[object, ...], src: bytes, sport: int, dst: bytes,
                  dport: int, t: int, frame: int) -> None:
@@ -1185,8 +1200,9 @@ class _TcpConn(_Conn):
 # UDP and ICMP
 
 class _UdpConn(_Conn):
+    __slots__ = ("chk", "counts", "length")
     proto = "udp"
-    ip_proto = 17
+    default_ip_proto = 17
 
     def __init__(self, tracker: ZeekTracker, key: tuple[object, ...], src: bytes, sport: int, dst: bytes,
                  dport: int, t: int, frame: int) -> None:
@@ -1217,8 +1233,9 @@ class _UdpConn(_Conn):
 
 
 class _IcmpConn(_UdpConn):
+    __slots__ = ()
     proto = "icmp"
-    ip_proto = 1
+    default_ip_proto = 1
 
     def start(self, network_time: int) -> None:
         self.set_inactivity_timeout(int(self.tracker.options.icmp_inactivity_timeout * NS))
@@ -1612,10 +1629,14 @@ class ZeekObserver:
     def _note(table: dict[int, list[_Conn]], stream: int, conn: _Conn | None) -> None:
         if conn is None:
             return
-        lst = table.setdefault(stream, [])
-        if conn not in lst:
+        lst = table.get(stream)
+        if lst is None:
+            table[stream] = [conn]
+        elif conn not in lst:
             lst.append(conn)
-        conn.streams.add(stream)
+        else:
+            return
+        conn.streams.append(stream)  # (a stream lists a connection exactly when the connection lists it)
 
     def on_tcp(self, conn: TcpConnection, seg: TcpSegment) -> None:
         self._note(self._tcp_streams, conn.stream, self.tracker.tcp(seg))
@@ -1682,7 +1703,7 @@ class ZeekObserver:
             assert all(p is not None for p in picked), "a stream written before Zeek removed its connection"
             _name_rows(item, kind, picked)  # type: ignore[arg-type]
         for c in lst:
-            c.streams.discard(stream)
+            c.streams.remove(stream)
 
     def finish_streaming(self) -> None:
         """The end of the capture: the connections left in the table are removed (and written)."""
