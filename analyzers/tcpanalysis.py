@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from analyzers.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment
+from analyzers.tombstones import HashMemory
 
 if TYPE_CHECKING:  # pragma: no cover
     from analyzers.analysis import Analysis
@@ -444,8 +445,9 @@ class TcpAnalyzer:
         return self.conversations.get(stream)
 
 
-#: streaming: how many 4-tuples are remembered to tell that a new stream reuses one (in memory: all)
-MAX_REMEMBERED_TUPLES = 1 << 18
+#: streaming: how many 4-tuples are remembered at least, to tell that a new stream reuses one (twice as
+#: many at most; in memory: all)
+MAX_REMEMBERED_TUPLES = 1 << 16
 
 
 class TcpAnalysisObserver:
@@ -456,8 +458,9 @@ class TcpAnalysisObserver:
 
     def __init__(self, *, record_completeness: bool = False) -> None:
         self.analyzer = TcpAnalyzer(record_completeness=record_completeness)
-        #: the 4-tuples seen (by hash, in order of last use): a new stream on one of them reuses it
-        self._seen: dict[int, None] = {}
+        #: the 4-tuples seen, by hash (streaming: the most recent, in a memory of fixed size): a new
+        #: stream on one of them reuses it
+        self._seen: set[int] | HashMemory = set()
         self._streaming = False
 
     def on_tcp(self, conn: TcpConnection, seg: TcpSegment) -> None:
@@ -466,13 +469,8 @@ class TcpAnalysisObserver:
         if stream not in self.analyzer.conversations:  # its first segment (a stream is never resumed)
             a, b = conn.ep
             key = hash((a, b) if a <= b else (b, a))  # a tombstone must cost little, as in TcpTracker
-            seen = self._seen
-            reused = key in seen
-            if reused:
-                del seen[key]
-            seen[key] = None  # (re)inserted: the dict is in order of last use
-            if self._streaming and len(seen) > MAX_REMEMBERED_TUPLES:
-                del seen[next(iter(seen))]
+            reused = key in self._seen
+            self._seen.add(key)  # (streaming: the most recent now)
         self.analyzer.feed(stream, conn.direction_of(seg), seg, reused=reused)
 
     def on_udp(self, conv: UdpConversation, dg: object) -> None:
@@ -487,6 +485,7 @@ class TcpAnalysisObserver:
     # -- streaming (analyzers.streaming): each stream's result goes into its summary when it is done --
     def start_streaming(self, ready: Callable[[str, int], None]) -> None:
         self._streaming = True
+        self._seen = HashMemory(MAX_REMEMBERED_TUPLES, values=False)
 
     def waiting(self, kind: str, stream: int) -> bool:
         return False  # a stream handed out gets no more segments: its result is final
