@@ -22,7 +22,7 @@ from analyzers.decode import FRAGMENT, Decoder, IcmpError, Malformed, TcpSegment
 from analyzers.pcapfile import CaptureReader, PacketRecord, ReadWarning
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection, TcpTracker
-from analyzers.udp import UdpConversation, UdpTracker
+from analyzers.udp import MAX_DATAGRAM_RECORDS, UdpConversation, UdpTracker
 
 SCHEMA = "loopcap/1"
 MAX_MALFORMED_LISTED = 100
@@ -87,6 +87,9 @@ class AnalysisOptions:
     keep_payload: Callable[[int], bool] | bool = False
     #: recognise HTTP/1.x messages in TCP payloads
     http: bool = True
+    #: datagram records kept per UDP conversation (the rest are counted as omitted; None: all; a
+    #: conversation whose payload is kept keeps all)
+    max_datagrams: int | None = MAX_DATAGRAM_RECORDS
     #: plug-ins that see every packet and add to the document (see :class:`Observer`)
     observers: list[Observer] = field(default_factory=list)
     #: builds the frame decoder (e.g. a checksum-verifying one for the Zeek view); default: Decoder
@@ -227,7 +230,8 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
     created = opts.created or {}
     tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports,
                      on_done=opts.on_tcp_done, created=created.get("tcp"))
-    udp = UdpTracker(keep_payload=opts.keep_payload, on_done=opts.on_udp_done, created=created.get("udp"))
+    udp = UdpTracker(keep_payload=opts.keep_payload, max_records_per_conversation=opts.max_datagrams,
+                     on_done=opts.on_udp_done, created=created.get("udp"))
     res = Analysis(file)
     decode = decoder.decode
     feed_tcp: Callable[[TcpSegment], object] = tcp.feed

@@ -1,9 +1,11 @@
 """UDP conversations, numbered like Wireshark's ``udp.stream``.
 
 A conversation is an unordered address/port pair, numbered in order of its first packet, with no
-timeout (as tshark 4.0).  The first sender is called the client.  Every datagram is kept as a small
-record (frame, direction, length, SHA-256, a bounded preview), so memory follows the number of
-datagrams only through these fixed-size records; payload bytes are kept only when asked for.
+timeout (as tshark 4.0).  The first sender is called the client.  Its first
+:data:`MAX_DATAGRAM_RECORDS` datagrams are kept as small records (frame, direction, length, SHA-256,
+a bounded preview) and the rest counted, so a conversation's memory is bounded however long it
+runs; its packet and byte counts are exact.  Payload bytes are kept only when asked for, and then
+every datagram's record with them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class UdpConversation:
     dropped_records: int = 0
 
 
+#: datagram records kept per conversation (the rest are counted in ``dropped_records``); None: all
+MAX_DATAGRAM_RECORDS = 100
 #: streaming: a conversation silent this long (capture time) is handed out (as TCP's idle limit;
 #: Zeek's udp_inactivity_timeout is one minute, tshark has none)
 IDLE_NS = 600 * 1_000_000_000
@@ -73,7 +77,7 @@ class UdpTracker:
     pair starts a new ``udp.stream`` (tshark would continue the old one): :attr:`late` counts them."""
 
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False,
-                 max_records_per_conversation: int = 1_000_000,
+                 max_records_per_conversation: int | None = MAX_DATAGRAM_RECORDS,
                  on_done: Callable[[UdpConversation], None] | None = None, idle_ns: int = IDLE_NS,
                  created: array[int] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], UdpConversation] = {}
@@ -81,7 +85,7 @@ class UdpTracker:
         self.created = created
         self.conversations: list[UdpConversation] = []
         self._keep = keep_payload
-        self.max_records = max_records_per_conversation
+        self.max_records = max_records_per_conversation if max_records_per_conversation is not None else 1 << 62
         self._count = 0
         self._on_done = on_done
         self._idle = idle_ns
@@ -154,7 +158,7 @@ class UdpTracker:
         conv.ip_bytes[d] += dg.ip_bytes
         conv.last_ts = dg.ts_ns
         keep = self._keep(conv.stream) if callable(self._keep) else self._keep
-        if len(conv.datagrams) < self.max_records:
+        if keep or len(conv.datagrams) < self.max_records:  # (a kept conversation keeps every datagram)
             conv.datagrams.append(DatagramRecord(
                 dg.frame, dg.ts_ns, d, dg.length - 8, len(dg.payload), hashlib.sha256(dg.payload).digest(),
                 bytes(dg.payload[:PREVIEW_BYTES]), dg.fragment_frames, bytes(dg.payload) if keep else None))

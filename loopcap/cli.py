@@ -20,6 +20,7 @@ import click
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file
 from analyzers.errors import LoopcapError, UsageError
 from analyzers.jsonout import decoded_items
+from analyzers.udp import MAX_DATAGRAM_RECORDS
 from loopcap import __version__
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -142,12 +143,15 @@ def run_analysis(path: str, opts: AnalysisOptions) -> Analysis:
               help="A port known to be a server's (decides roles when a connection has no SYN). Repeatable.")
 @click.option("--no-http", is_flag=True, help="Do not look for HTTP/1.x messages in TCP payloads.")
 @click.option("--all-datagrams", is_flag=True, help="List every UDP datagram in the text output.")
+@click.option("--max-datagrams", type=click.IntRange(0), default=MAX_DATAGRAM_RECORDS, show_default=True,
+              help="Datagrams listed per UDP conversation; the rest are counted (datagrams_omitted), and packet "
+                   "and byte counts stay exact. 0: all of them (memory then grows with long conversations).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None, packet_table: bool, peers: bool,
             checksums: str,
             jobs: int | None, engine: str, scheduler: str | None, quiet: bool, stream: int | None,
             udp_stream: int | None, port: int | None, host: str | None, server_port: tuple[int, ...],
-            no_http: bool, all_datagrams: bool, color: str) -> None:
+            no_http: bool, all_datagrams: bool, max_datagrams: int, color: str) -> None:
     """Explain the TCP connections and UDP conversations in pcap/pcapng FILES (or directories of them).
 
     With several files and --json, one JSON document per line (JSON Lines). Several files, or one
@@ -189,6 +193,8 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
 
     def fresh(path: str | None = None) -> AnalysisOptions:  # the peers' views keep state: one set per capture
         opts = _options(server_port, http=not no_http, peers=peers, checksums=checksums)
+        # --udp-stream lists every datagram of its conversation (numbers are final only at the end: all)
+        opts.max_datagrams = None if max_datagrams == 0 or udp_stream is not None else max_datagrams
         if packets is not None:
             packets.file = path
             opts.observers = [*opts.observers, packets]

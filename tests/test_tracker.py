@@ -5,6 +5,7 @@ teardown kind, roles without a SYN, and sequence numbers that wrap around 2^32."
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pcapbuild as pb
 import pytest
 from conftest import need_tshark
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_records
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, analyze_records
 from analyzers.decode import Decoder, IcmpError, TcpSegment, UdpDatagram
 from analyzers.reassembly import Gap, StreamAssembler, seq_ge, seq_gt, seq_lt
 from analyzers.tcp import PREVIEW_BYTES, TcpTracker
@@ -401,16 +402,42 @@ def test_udp_quote_only_conversation_is_not_reported() -> None:
     assert [u.stream for u in res.udp] == [1]
 
 
-def test_udp_tracker_bounds_records_and_keeps_payload_on_request() -> None:
+def test_udp_tracker_bounds_records_and_keeps_every_datagram_of_a_kept_conversation() -> None:
     t = UdpTracker(keep_payload=lambda stream: stream == 0, max_records_per_conversation=2)
     dec = Decoder()
-    for i in range(4):
-        x = dec.decode(i + 1, i, 101, pb.udp_packet("10.0.0.1", 1, "10.0.0.2", 2, b"p%d" % i), 31)
+    for i in range(8):
+        x = dec.decode(i + 1, i, 101, pb.udp_packet("10.0.0.1", 1 + i % 2, "10.0.0.2", 2, b"p%d" % i), 31)
         assert isinstance(x, UdpDatagram)
         t.feed(x)
-    (conv,) = t.finish()
-    assert len(conv.datagrams) == 2 and conv.dropped_records == 2 and conv.packets == [4, 0]
-    assert conv.datagrams[0].payload == b"p0" and conv.datagrams[1].preview == b"p1"
+    kept, other = t.finish()
+    assert [d.payload for d in kept.datagrams] == [b"p0", b"p2", b"p4", b"p6"] and kept.dropped_records == 0
+    assert len(other.datagrams) == 2 and other.dropped_records == 2 and other.packets == [4, 0]
+    assert other.payload_bytes == [8, 0] and other.datagrams[1].preview == b"p3" and other.datagrams[1].payload is None
+    assert other.datagrams[0].sha256 == hashlib.sha256(b"p1").hexdigest()
+
+
+def test_a_long_udp_conversation_keeps_a_bounded_number_of_records_and_exact_counts(tmp_path: Path) -> None:
+    """A conversation of 5,000 datagrams lists the first MAX_DATAGRAM_RECORDS and counts the rest
+    (its packets and bytes are exact); --max-datagrams changes the bound, 0 lifts it."""
+    import sys
+
+    from analyzers.udp import MAX_DATAGRAM_RECORDS
+
+    frames = [pb.Frame(1_000_000_000 + i * 1000, pb.ethernet(pb.udp_packet("127.0.0.1", 5004, "127.0.0.1", 5006,
+                                                                      b"rtp %05d" % i))) for i in range(5000)]
+    path = tmp_path / "long-udp.pcap"
+    path.write_bytes(pb.pcap_file(frames))
+    (u,) = analyze_file(path).to_dict()["udp"]
+    assert len(u["datagrams"]) == MAX_DATAGRAM_RECORDS and u["datagrams_omitted"] == 5000 - MAX_DATAGRAM_RECORDS
+    assert u["packets"] == {"client": 5000, "server": 0} and u["payload_bytes"] == {"client": 45000, "server": 0}
+    for flag, listed in (("7", 7), ("0", 5000)):
+        done = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "--json", "-q", "--max-datagrams", flag,
+                               str(path)], capture_output=True, text=True, check=True)
+        (u,) = json.loads(done.stdout)["udp"]
+        assert len(u["datagrams"]) == listed and u["datagrams_omitted"] == 5000 - listed
+    text = subprocess.run([sys.executable, "-m", "loopcap", "analyze", "-q", "--udp-stream", "0", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+    assert "rtp 04999" in text  # --udp-stream lists them all
 
 
 @pytest.mark.tshark
