@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import os
 import struct
-from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,7 +102,7 @@ class AnalysisOptions:
     #: then be :class:`ShardableObserver`\ s, get their time)
     shard: Shard | None = None
     #: if given, the creation frame of every conversation is appended here ("tcp", "udp")
-    created: dict[str, array[int]] | None = None
+    created: dict[str, Callable[[int], None]] | None = None
 
 
 @dataclass

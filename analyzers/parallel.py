@@ -17,9 +17,10 @@ One large file: shard by flow, not by byte range
     complete inside one shard, hashes and all.  What is global is settled as follows:
 
     * ``tcp.stream`` / ``udp.stream`` numbers are Wireshark's: the order in which a conversation was
-      first looked up.  Each shard records the frame at which each of its conversations was created
-      (quote-only ones made by ICMP errors or damaged headers included, since they consume a number
-      too); the merge numbers all of them by that frame and renumbers the summaries.
+      first looked up.  Each shard numbers its conversations by the frame that created them and
+      records those frames (quote-only ones made by ICMP errors or damaged headers included, since
+      they consume a number too); the merge numbers all of them by that frame and renumbers the
+      summaries.
     * IP fragments carry no ports until reassembled, so every shard decodes every fragment (the
       reassembler's state, eviction included, is the same in all shards) and only the owner of the
       reassembled datagram tracks it.
@@ -288,10 +289,10 @@ def _run_shard(task: Task, opts: AnalysisOptions) -> TaskResult:
     created: dict[str, array[int]] = {"tcp": array("q"), "udp": array("q")}
     with gc_paused():
         res = analyze_file(task.path, replace(opts, shard=(task.shard, task.shards, _raw_shard, flow_shard),
-                                              created=created))
-        # a conversation's local stream number is its index in the creation list
-        tcp = [(created["tcp"][c.stream], s) for c, s in zip(res.tcp, res.tcp_summaries, strict=True)]
-        udp = [(created["udp"][u.stream], s) for u, s in zip(res.udp, res.udp_summaries, strict=True)]
+                                              created={k: a.append for k, a in created.items()}))
+        # a shard's conversations are numbered by their creation frame
+        tcp = [(c.stream, s) for c, s in zip(res.tcp, res.tcp_summaries, strict=True)]
+        udp = [(u.stream, s) for u, s in zip(res.udp, res.udp_summaries, strict=True)]
     out = TaskResult(task, tcp=tcp, udp=udp, tcp_created=list(created["tcp"]), udp_created=list(created["udp"]))
     if task.shard == 0:
         # the base travels without connections or summaries (connections hold hash states)

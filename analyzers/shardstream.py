@@ -6,7 +6,8 @@ connection is summarized and written at once to the worker's own spool file, und
 frame* (the frame that made it a new ``tcp.stream``) instead of a stream number.  The parent then
 numbers every connection of every shard by creation frame -- exactly as one tracker would have --
 and writes the document, reading the spooled lines back in that order and putting the final
-number in.  The parent holds a few integers per connection; the workers hold their open flows.
+number in.  The integers that number them are on disk, in the spools: the workers hold their open
+flows, the parent a chunk of each spool.
 
 The peers' views shard too (:class:`~analyzers.analysis.ShardableObserver`): tcp.analysis is per
 stream, and each shard's Zeek view sees every packet's time, so that its timers fire where one
@@ -22,7 +23,6 @@ import os
 import shutil
 import struct
 import tempfile
-from array import array
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -82,11 +82,23 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     themselves are rewritten in creation order (each kind's one after the other), so that they are
     read front to back (:func:`_numbered`), a chunk at a time from afar."""
     out = ShardSpool(shard, spool_path)
-    created = {kind: array("q") for kind in KINDS}
     f = open(spool_path, "wb")  # noqa: SIM115 - closed below
-    idx_paths = {kind: f"{spool_path}.{kind}.idx" for kind in KINDS}
-    idx = {kind: open(p, "wb") for kind, p in idx_paths.items()}  # noqa: SIM115 - closed below
+    # side files: per kind the index rows, and the creation frames (ascending: frames come in order)
+    side_paths = {f"{kind}.{what}": f"{spool_path}.{kind}.{what}" for kind in KINDS for what in ("idx", "created")}
+    side = {name: open(p, "wb") for name, p in side_paths.items()}  # noqa: SIM115 - closed below
+    idx = {kind: side[f"{kind}.idx"] for kind in KINDS}
     row = struct.Struct("<qqq").pack
+    one = struct.Struct("<q").pack
+    counts = dict.fromkeys(KINDS, 0)
+
+    def creator(kind: str) -> Callable[[int], None]:
+        write = side[f"{kind}.created"].write
+
+        def created(frame: int) -> None:
+            counts[kind] += 1
+            write(one(frame))
+        return created
+
     pos = 0
 
     def put(kind: str, stream: int, summary: dict[str, Any]) -> None:
@@ -101,9 +113,9 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     rows_path = spool_path + ".zeek"
     if zeek is not None:
         zeek.rows_path = rows_path
-    sink = SummarySink(options.observers, put, lambda kind, stream: created[kind][stream])
+    sink = SummarySink(options.observers, put)  # (a shard's stream numbers are creation frames)
     opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
-                   shard=(shard, shards, _raw_shard, flow_shard), created=created)
+                   shard=(shard, shards, _raw_shard, flow_shard), created={kind: creator(kind) for kind in KINDS})
     try:
         try:
             res = analyze_file(path, opts, progress=progress)
@@ -113,33 +125,31 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
             return out
         finally:
             f.close()
-            for fh in idx.values():
+            for fh in side.values():
                 fh.close()
         out.warnings = sink.warned
         part = zeek.shard_part() if zeek is not None else None
         res.observers = []  # their parts are in the spools
-        for kind, (count, pairs) in (("tcp", res.late_tcp), ("udp", res.late_udp)):
-            c = created[kind]
-            out.late[kind] = (count, [(c[new], c[old]) for new, old in pairs])
+        out.late = {"tcp": res.late_tcp, "udp": res.late_udp}  # (new, old): creation frames
         if shard == 0:
             res.late_tcp = res.late_udp = (0, [])
             out.base = res
-        _seal(out, idx_paths, created, part, rows_path if part is not None else None, sort)
+        _seal(out, side_paths, counts, part, rows_path if part is not None else None, sort)
     finally:
-        for p in idx_paths.values():
+        for p in side_paths.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(p)
     return out
 
 
-def _seal(spool: ShardSpool, idx_paths: dict[str, str], created: dict[str, array[int]],
+def _seal(spool: ShardSpool, side_paths: dict[str, str], created: dict[str, int],
           zeek: ZeekShardPart | None, rows_path: str | None, sort: bool) -> None:
     """Append the sections to ``spool``'s file: the Zeek rows, then per kind the index sorted by
     creation frame, then per kind the creation frames; with ``sort`` the lines are first rewritten in
     that order."""
     tables = {}
     for kind in KINDS:
-        t = np.fromfile(idx_paths[kind], dtype=_ROW).reshape(-1, 3)
+        t = np.fromfile(side_paths[f"{kind}.idx"], dtype=_ROW).reshape(-1, 3)
         tables[kind] = t[np.argsort(t[:, 0], kind="stable")]
     if sort:
         tmp = spool.path + ".sorted"
@@ -166,8 +176,9 @@ def _seal(spool: ShardSpool, idx_paths: dict[str, str], created: dict[str, array
             spool.index[kind] = (dst.tell(), len(tables[kind]))
             dst.write(tables[kind].astype(_ROW, copy=False).tobytes())
         for kind in KINDS:
-            spool.created[kind] = (dst.tell(), len(created[kind]))
-            dst.write(np.frombuffer(created[kind], dtype=np.int64).astype(_ROW).tobytes())
+            spool.created[kind] = (dst.tell(), created[kind])
+            with open(side_paths[f"{kind}.created"], "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 class SpoolReader(Protocol):

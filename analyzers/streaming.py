@@ -93,15 +93,12 @@ class StreamingObserver(Protocol):
 class SummarySink:
     """Where a streaming analysis hands its finished connections: each is summarized and, once the
     observers' parts of it are final (Zeek may not have removed its connection yet: the summary waits
-    for it), completed by them and handed to ``put(kind, stream, summary)``.  ``number(kind, stream)``
-    is the number a summary shows (a flow shard's creation frame; default: the stream itself); the
-    TCP warnings are collected in :attr:`warned` under it."""
+    for it), completed by them and handed to ``put(kind, stream, summary)``.  The TCP warnings are
+    collected in :attr:`warned` under the stream number (a flow shard's: the creation frame)."""
 
-    def __init__(self, observers: list[Any], put: Callable[[str, int, dict[str, Any]], None],
-                 number: Callable[[str, int], int] | None = None) -> None:
+    def __init__(self, observers: list[Any], put: Callable[[str, int, dict[str, Any]], None]) -> None:
         self._observers: list[StreamingObserver] = list(observers)
         self._put = put
-        self._number = number
         self.warned: list[tuple[int, list[str]]] = []
         self._held: dict[tuple[str, int], dict[str, Any]] = {}  # summaries waiting for a peer's part
         for ob in self._observers:
@@ -131,8 +128,6 @@ class SummarySink:
                 ob.add_links("tcp", conn.stream, None)
             return
         summary = summarize_tcp(conn)
-        if self._number is not None:
-            summary["stream"] = self._number("tcp", conn.stream)
         w = tcp_summary_warnings(summary)
         if w:
             self.warned.append((summary["stream"], w))
@@ -144,8 +139,6 @@ class SummarySink:
                 ob.add_links("udp", conv.stream, None)
             return
         summary = summarize_udp(conv)
-        if self._number is not None:
-            summary["stream"] = self._number("udp", conv.stream)
         self._settle("udp", conv.stream, summary)
 
     def finish(self) -> None:

@@ -13,7 +13,6 @@ what to do with the finished :class:`TcpConnection` objects.
 
 from __future__ import annotations
 
-from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -401,9 +400,10 @@ class TcpTracker:
 
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False, http: bool = True,
                  server_ports: Iterable[int] = (), on_done: Callable[[TcpConnection], None] | None = None,
-                 linger_ns: int = CLOSED_LINGER_NS, idle_ns: int = IDLE_NS, created: array[int] | None = None) -> None:
+                 linger_ns: int = CLOSED_LINGER_NS, idle_ns: int = IDLE_NS, created: Callable[[int], None] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], TcpConnection] = {}
-        #: if given: the frame that created each connection, by stream number (flow sharding)
+        #: flow sharding: each connection is numbered by the frame that created it (which one tracker's
+        #: number can be told from across shards), and that frame is handed here
         self.created = created
         self.connections: list[TcpConnection] = []
         self._keep = keep_payload
@@ -448,10 +448,12 @@ class TcpTracker:
             if base is not None and seq != base:
                 conn = None  # port reuse: a new SYN with a new ISN starts a new connection
         if conn is None:
-            n = self._count
-            self._count += 1
-            if self.created is not None:
-                self.created.append(seg.frame)
+            if self.created is None:
+                n = self._count
+                self._count += 1
+            else:
+                n = seg.frame
+                self.created(n)
             conn = TcpConnection(n, seg, self._keep_limit(n), self._http)
             conn.key = key
             old = self._by_key.get(key)

@@ -11,7 +11,6 @@ every datagram's record with them.
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,9 +78,9 @@ class UdpTracker:
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False,
                  max_records_per_conversation: int | None = MAX_DATAGRAM_RECORDS,
                  on_done: Callable[[UdpConversation], None] | None = None, idle_ns: int = IDLE_NS,
-                 created: array[int] | None = None) -> None:
+                 created: Callable[[int], None] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], UdpConversation] = {}
-        #: if given: the frame that created each conversation, by stream number (flow sharding)
+        #: flow sharding: each conversation is numbered by the frame that created it, handed here
         self.created = created
         self.conversations: list[UdpConversation] = []
         self._keep = keep_payload
@@ -114,10 +113,13 @@ class UdpTracker:
             self._hand_out(key, conv)  # streaming: silent too long, whenever expire() would have noticed
             conv = None
         if conv is None:
-            conv = UdpConversation(self._count, dg.version, a, b, first_ts=dg.ts_ns)
-            self._count += 1
-            if self.created is not None:
-                self.created.append(dg.frame)
+            if self.created is None:
+                n = self._count
+                self._count += 1
+            else:
+                n = dg.frame
+                self.created(n)
+            conv = UdpConversation(n, dg.version, a, b, first_ts=dg.ts_ns)
             if self._on_done is None:
                 self.conversations.append(conv)
             else:
