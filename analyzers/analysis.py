@@ -101,7 +101,8 @@ class AnalysisOptions:
     #: packets of other shards' flows are read and counted but not analyzed (observers, which must
     #: then be :class:`ShardableObserver`\ s, get their time)
     shard: Shard | None = None
-    #: if given, the creation frame of every conversation is appended here ("tcp", "udp")
+    #: flow sharding: per kind ("tcp", "udp"), called with the frame that created each conversation;
+    #: the trackers then number conversations by that frame (see analyzers.shardstream)
     created: dict[str, Callable[[int], None]] | None = None
 
 
