@@ -909,3 +909,33 @@ def test_run_capture_until_interrupted_refuses_worker_threads(tmp_path: Path) ->
     t.join(10)
     assert errors and isinstance(errors[0], CaptureConfigError)
 
+
+
+def test_the_pyshark_read_back_is_tried_again_once_and_a_file_it_cannot_read_still_fails(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """tshark under pyshark now and then exits with an error on a file it reads the next time: one
+    more try, noted in the result; a file that fails every time is still a clear error."""
+    from capture.live import pyshark_backend
+    from capture.live.errors import CaptureBackendError
+
+    outcomes: list[tuple[int, str, str]] = []
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        rc, out, err = outcomes.pop(0)
+        return subprocess.CompletedProcess(cmd, rc, out, err)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)  # (the module calls subprocess.run)
+    path = tmp_path / "x.pcapng"
+    outcomes[:] = [(1, "", "Traceback...\nTSharkCrashException: Try rerunning in debug mode"),
+                   (0, json.dumps({"packets": 7, "first": None}), "")]
+    got = pyshark_backend.pyshark_probe(path)
+    assert got["packets"] == 7 and len(calls) == 2
+    assert got["earlier_failures"] == ["TSharkCrashException: Try rerunning in debug mode"]
+    outcomes[:] = [(0, json.dumps({"packets": 3}), "")]
+    assert "earlier_failures" not in pyshark_backend.pyshark_probe(path) and len(calls) == 3
+    outcomes[:] = [(2, "", "bad file"), (2, "", "still a bad file")]
+    with pytest.raises(CaptureBackendError, match=r"could not read .* back: still a bad file"):
+        pyshark_backend.pyshark_probe(path)
+    assert len(calls) == 5 and not outcomes
