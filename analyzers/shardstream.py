@@ -361,18 +361,18 @@ def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSp
     base = spools[0].base
     assert base is not None
 
-    def late(kind: str) -> tuple[int, list[tuple[int, int]]]:
-        pairs = sorted(p for s in spools for p in s.late[kind][1])[:100]
-        rank = _ranks(spools, kind, open_spool, [f for p in pairs for f in p])
-        return sum(s.late[kind][0] for s in spools), [(rank[a], rank[b]) for a, b in pairs]
-
-    base.late_tcp, base.late_udp = late("tcp"), late("udp")
+    # the creation frames to number outside the lines: the first late pairs, and the warned streams
+    pairs = {kind: sorted(p for s in spools for p in s.late[kind][1])[:100] for kind in KINDS}
     warned = sorted((w for s in spools for w in s.warnings), key=lambda t: t[0])
-    rank = _ranks(spools, "tcp", open_spool, [frame for frame, _ in warned])
+    wanted = {kind: [f for p in pairs[kind] for f in p] for kind in KINDS}
+    wanted["tcp"] += [frame for frame, _ in warned]
+    rank = {kind: _ranks(spools, kind, open_spool, wanted[kind]) for kind in KINDS}  # (one pass per kind)
+    base.late_tcp, base.late_udp = ((sum(s.late[kind][0] for s in spools),
+                                     [(rank[kind][a], rank[kind][b]) for a, b in pairs[kind]]) for kind in KINDS)
     base.streamed_warnings = []
     for frame, texts in warned:
         head = f"TCP stream {frame}: "
-        base.streamed_warnings.extend(f"TCP stream {rank[frame]}: " + t[len(head):] for t in texts)
+        base.streamed_warnings.extend(f"TCP stream {rank['tcp'][frame]}: " + t[len(head):] for t in texts)
     counts = {kind: sum(s.lines(kind) for s in spools) for kind in KINDS}
     doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp", open_spool)),  # type: ignore[arg-type]
                        udp=EncodedItems(counts["udp"], _numbered(spools, "udp", open_spool)))  # type: ignore[arg-type]
