@@ -58,9 +58,9 @@ def available(reader: CaptureReader) -> bool:
 
 
 def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any]:
-    """Every record's header fields and, for Ethernet, the fast path's classification and fields."""
-    buf = block.buf + _PAD
-    a = np.frombuffer(buf, dtype=np.uint8)
+    """Every record's header fields and, for Ethernet, the fast path's classification and fields
+    (and ``a``: the block's bytes and :data:`_PAD`, as uint8)."""
+    a = np.frombuffer(block.buf + _PAD, dtype=np.uint8)
     h = np.asarray(block.starts, dtype=np.int64)
     big_endian = block.big_endian
 
@@ -87,7 +87,7 @@ def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any
         wirelen = u32(h + 12)
         p = h + 16
     wirelen = np.maximum(wirelen, caplen)
-    cols: dict[str, Any] = {"p": p, "caplen": caplen, "wirelen": wirelen, "ts": ts}
+    cols: dict[str, Any] = {"p": p, "caplen": caplen, "wirelen": wirelen, "ts": ts, "a": a}
     if block.linktype != 1:
         return cols
 
@@ -278,21 +278,36 @@ _STATUS = ("ok", "partial", "bad", "bad_ip", "unverified")
 
 class _WordSums:
     """Sums of big-endian 16-bit words over byte ranges of one buffer (RFC 1071's sum before folding):
-    prefix sums of the words at even offsets and at odd offsets, made once per block.
+    prefix sums of the words at even offsets and at odd offsets, made once per block (:meth:`load`).
 
     The prefix sums are 32-bit and wrap; the difference of two of them is still exact for a range
-    of fewer than 65,537 words (its true sum is below 2**32), which covers any IP packet."""
+    of fewer than 65,537 words (its true sum is below 2**32), which covers any IP packet.
 
-    def __init__(self, data: bytes) -> None:
-        if len(data) % 2:
-            data += b"\0"
-        self.a = np.frombuffer(data, dtype=np.uint8)
-        self.even = self._prefix(np.frombuffer(data, dtype=">u2"))
-        self.odd = self._prefix(np.frombuffer(data[1:] + b"\0", dtype=">u2"))
+    One instance serves every block of a loop: its two prefix arrays are reused, and the words are
+    read in place from the block's padded bytes.  Fresh half-megabyte arrays per block came from
+    new mappings (glibc's malloc maps big blocks), and faulting their pages in cost three times
+    the sums themselves."""
+
+    def __init__(self) -> None:
+        self._even = np.zeros(1, dtype=np.uint32)
+        self._odd = np.zeros(1, dtype=np.uint32)
+        self.a: Any = self._even[:0]
+        self.even: Any = self._even
+        self.odd: Any = self._odd
+
+    def load(self, a: Any) -> _WordSums:
+        """Sums over ``a`` (uint8, the block's bytes and :data:`_PAD`: a range never reaches its end)."""
+        n = (len(a) - 1) // 2  # the words at even offsets, and as many at odd ones, inside ``a``
+        if len(self._even) < n + 1:
+            self._even = np.zeros(n + 1, dtype=np.uint32)
+            self._odd = np.zeros(n + 1, dtype=np.uint32)
+        self.a = a
+        self.even = self._prefix(a[:2 * n].view(">u2"), self._even[:n + 1])
+        self.odd = self._prefix(a[1:2 * n + 1].view(">u2"), self._odd[:n + 1])
+        return self
 
     @staticmethod
-    def _prefix(words: Any) -> Any:
-        out = np.empty(len(words) + 1, dtype=np.uint32)
+    def _prefix(words: Any, out: Any) -> Any:
         out[0] = 0
         np.cumsum(words, dtype=np.uint32, out=out[1:])
         return out
@@ -312,13 +327,13 @@ def _fold(v: Any) -> Any:
     return np.where(v == 0, 0, np.where(r == 0, 0xFFFF, r))
 
 
-def _tcp_checksums(block: RecordBlock, c: dict[str, Any], rows: Any) -> list[int]:
+def _tcp_checksums(c: dict[str, Any], rows: Any, sums: _WordSums) -> list[int]:
     """The checksum status code (index into :data:`_STATUS`) of fast-path TCP segments ``rows`` of
-    ``block``, exactly as :class:`analyzers.checksum.ChecksumDecoder` classifies them: a bad IPv4
+    a block (its :func:`_columns` ``c``; ``sums``: the loop's :class:`_WordSums`), exactly as :class:`analyzers.checksum.ChecksumDecoder` classifies them: a bad IPv4
     header checksum, else unverified when the capture cut the segment, else the TCP checksum over
     the pseudo-header and the segment: ok, partial (the field holds the pseudo-header sum: Linux's
     offload on loopback), or bad."""
-    sums = _WordSums(block.buf + _PAD)
+    sums = sums.load(c["a"])
     a = sums.a
     p = c["p"][rows]
     l4 = c["l4"][rows]
@@ -364,6 +379,7 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
                            shard)
 
     skips = [ob.on_skip for ob in observers] if shard is not None else []
+    sums = _WordSums()
 
     # smaller blocks than the plain loop's: here every packet costs far more than its block's share, and
     # a block's lists and prefix sums are what this loop adds to the observers' memory
@@ -405,7 +421,7 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
             fast = np.flatnonzero((c["kind"] == 1) | (c["kind"] == 2))  # (3: another shard's)
             if checks and len(fast):
                 status = [0] * count
-                for i, code in zip(fast.tolist(), _tcp_checksums(block, c, fast), strict=True):
+                for i, code in zip(fast.tolist(), _tcp_checksums(c, fast, sums), strict=True):
                     status[i] = code
         for i in range(count):
             n += 1

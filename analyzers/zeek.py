@@ -30,7 +30,6 @@ Entry points: :class:`ZeekTracker` (sans-I/O), :func:`zeek_analyze` (records or 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import heapq
 import ipaddress
@@ -196,10 +195,28 @@ def _in_nets(addr: bytes, nets: Sequence[Network]) -> bool:
     return any(a.version == n.version and a in n for n in nets)
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_local(addr: bytes, nets: tuple[Network, ...]) -> bool:
-    """:func:`_in_nets` for the rows' local_orig / local_resp (a capture's addresses repeat)."""
-    return _in_nets(addr, nets)
+class _LocalNets:
+    """:func:`_in_nets` for the rows' local_orig / local_resp, memoized by address (a capture's
+    addresses repeat).  One per tracker, whose nets never change: a cache keyed by the nets as well
+    hashed every network (Python-level ``ipaddress`` hashes) on every row, 4% of the analysis."""
+
+    __slots__ = ("_memo", "nets")
+
+    def __init__(self, nets: tuple[Network, ...]) -> None:
+        self.nets = nets
+        self._memo: dict[bytes, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.nets)
+
+    def __call__(self, addr: bytes) -> bool:
+        memo = self._memo
+        hit = memo.get(addr)
+        if hit is None:
+            if len(memo) >= 4096:  # so many addresses (a scan?) that memory must not follow them
+                memo.clear()
+            hit = memo[addr] = _in_nets(addr, self.nets)
+        return hit
 
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -428,8 +445,8 @@ class _Conn:
             "orig_bytes": osz if duration > 0 else None,
             "resp_bytes": rsz if duration > 0 else None,
             "conn_state": self.conn_state(),
-            "local_orig": _is_local(self.orig_h, local) if local else None,
-            "local_resp": _is_local(self.resp_h, local) if local else None,
+            "local_orig": local(self.orig_h) if local else None,
+            "local_resp": local(self.resp_h) if local else None,
             "missed_bytes": self.missed(),
             "history": self.history or None,
             "orig_pkts": op, "orig_ip_bytes": ob, "resp_pkts": rp, "resp_ip_bytes": rb,
@@ -1321,7 +1338,7 @@ class ZeekTracker:
         nets = list(self.options.local_nets)
         if self.options.private_address_space_is_local:
             nets.extend(PRIVATE_ADDRESS_SPACE)
-        self.local_nets: tuple[Network, ...] = tuple(nets)
+        self.local_nets = _LocalNets(tuple(nets))
         self._finished: list[dict[str, Any]] | None = None
         self._finished_conns: list[_Conn] = []
         #: streaming: each connection is handed here when it is removed (its row is final then), and

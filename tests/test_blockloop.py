@@ -370,11 +370,17 @@ def test_block_loop_with_observers_gives_the_record_loops_documents_and_checksum
     assert checked > 150
 
 
+@pytest.mark.parametrize("chunk", [None, 4099])
 @pytest.mark.parametrize("seed", range(4))
-def test_block_loop_classifies_checksums_like_the_verifying_decoder(seed: int, tmp_path: Path) -> None:
+def test_block_loop_classifies_checksums_like_the_verifying_decoder(seed: int, chunk: int | None, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Segments with good, bad, offloaded (partial) and zero checksums, a bad IPv4 header checksum,
-    odd lengths, cut by the snap length, IPv4 and IPv6, at every alignment in the block."""
+    odd lengths, cut by the snap length, IPv4 and IPv6, at every alignment in the block; in one
+    block, and in many blocks of other sizes (the prefix sums' arrays are reused from block to block)."""
     import random
+
+    if chunk is not None:
+        monkeypatch.setattr(blockloop, "OBSERVED_BLOCK_BYTES", chunk)
 
     from analyzers.checksum import ChecksumDecoder, pseudo_header_sum
     from analyzers.decode import TcpSegment as Seg

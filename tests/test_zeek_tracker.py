@@ -367,3 +367,21 @@ def test_capture_file_and_records_give_the_same_rows(tmp_path: Path) -> None:
     with CaptureReader.open(path) as reader:
         recs = list(reader)
     assert zeek_analyze(recs).rows == zeek_analyze(path).rows
+
+
+def test_local_orig_and_resp_answers_are_the_networks_answers_and_their_memo_stays_bounded() -> None:
+    """Site::local_nets, memoized per address: the same answer as the networks give for IPv4 and
+    IPv6 addresses inside and outside them (asked twice), and no more than 4,096 addresses remembered."""
+    from analyzers.zeek import PRIVATE_ADDRESS_SPACE, _in_nets, _LocalNets
+
+    nets = (ipaddress.ip_network("192.0.2.0/24"), *PRIVATE_ADDRESS_SPACE)
+    local = _LocalNets(nets)
+    addrs = [ipaddress.ip_address(a).packed for a in (
+        "192.0.2.7", "192.0.3.7", "10.1.2.3", "127.0.0.1", "8.8.8.8", "::1", "fe80::1", "2001:db8::1", "fd00::5")]
+    for _ in range(2):
+        assert [local(a) for a in addrs] == [_in_nets(a, nets) for a in addrs]
+    assert [local(a) for a in addrs[:5]] == [True, False, True, True, False]
+    for i in range(5000):
+        local(i.to_bytes(4, "big"))
+    assert len(local._memo) <= 4096
+    assert bool(local) and not _LocalNets(())
