@@ -80,6 +80,9 @@ COMPLETENESS_NAMES = ((COMPLETENESS_SYNSENT, "SYN"), (COMPLETENESS_SYNACK, "SYN-
 
 #: packet-tcp.h: beyond this many unacknowledged segments a flow stops remembering new ones
 TCP_MAX_UNACKED_SEGMENTS = 10000
+#: in-order ACK / ACK+PSH segments that no check can flag take :meth:`TcpAnalyzer._steady` (off: every
+#: segment takes the general path; tests/test_tcp_analysis_steady.py compares the two)
+STEADY_PATH = True
 #: fast retransmission window after the last duplicate ACK (packet-tcp.c: 20 ms)
 FAST_RETRANSMISSION_NS = 20_000_000
 #: out-of-order window when the initial RTT is unknown (packet-tcp.c: 3 ms)
@@ -217,6 +220,25 @@ def _window_scale_option(options: bytes) -> int | None:
     return None
 
 
+def _forget_acked(segs: list[list[int]], ack: int) -> None:
+    """Forget the reverse direction's unacknowledged segments that ``ack`` covers (and trim the one
+    it falls in)."""
+    i = 0
+    while i < len(segs):
+        u = segs[i]
+        if ack == u[2]:
+            del segs[i]
+            continue
+        if _gt(ack, u[1]) and _le(ack, u[2]):
+            u[1] = ack
+            i += 1  # the next round would keep it (nextseq > ack)
+            continue
+        if _gt(u[2], ack):
+            i += 1
+            continue
+        del segs[i]
+
+
 class TcpAnalyzer:
     """Sans-I/O: feed ``(stream, direction, segment)`` in capture order; read per-conversation results.
 
@@ -231,6 +253,12 @@ class TcpAnalyzer:
     def feed(self, stream: int, d: int, seg: TcpSegment, *, reused: bool = False) -> int:
         """Analyse one segment; returns its ta flags."""
         conv = self.conversations.get(stream)
+        if conv is not None and (seg.flags == 0x10 or seg.flags == 0x18) and STEADY_PATH:
+            before = conv.completeness
+            if self._steady(conv, d, seg):
+                if self.record_completeness:
+                    conv.completeness_before[seg.frame] = before
+                return 0
         is_new = conv is None
         if conv is None:
             conv = self.conversations[stream] = ConversationAnalysis(stream)
@@ -297,6 +325,66 @@ class TcpAnalyzer:
             elif flags & TCP_ACK and rev.win_scale == -2:
                 fwd.win_scale = -2
         return ta
+
+    @staticmethod
+    def _steady(conv: ConversationAnalysis, d: int, seg: TcpSegment) -> bool:
+        """:meth:`feed` for an ACK or ACK+PSH segment of a known conversation that starts where its
+        direction continues and that no check can flag: its updates without the checks.  False,
+        having changed nothing, when a check might flag it or a rarer step applies (the first RTT, a
+        Window Scale option): the general path takes it.  Most segments of a capture come here."""
+        fwd = conv.flows[d]
+        rev = conv.flows[1 - d]
+        seq = seg.seq
+        nxt = fwd.nextseq
+        window = seg.window
+        # in order (not lost, no keep-alive, no retransmission of any kind), a window open (no zero
+        # window), both directions' bases known
+        if seq != nxt or not nxt or not window or not fwd.base_set or not rev.base_set:
+            return False
+        ack = seg.ack
+        seglen = seg.paylen
+        if seglen:
+            if seglen == 1 and rev.window == 0:
+                return False  # a zero window probe
+            if rev.win_scale != -1:
+                shift = 0 if rev.is_first_ack or rev.win_scale == -2 else rev.win_scale
+                if (seq + seglen) & M32 == (rev.lastack + ((rev.window << shift) & M32)) & M32:
+                    return False  # window full
+            if rev.lastack and _le((seq + seglen) & M32, rev.lastack):
+                return False  # acknowledged already: a spurious retransmission
+        elif ack == fwd.lastack:
+            return False  # a window update, a duplicate ACK, a keep-alive or zero window probe ACK
+        if rev.maxseqtobeacked and _gt(ack, rev.maxseqtobeacked):
+            return False  # ACKs a segment not seen
+        if conv.ts_mru_syn and not conv.ts_first_rtt:
+            return False  # the first ACK after a SYN: the initial RTT
+        opts = seg.options
+        if opts and b"\x03\x03" in opts:
+            return False  # maybe a Window Scale option
+        # feed's and _sequence_analysis' updates for such a segment (no flags)
+        conv.completeness |= COMPLETENESS_DATA if seglen else COMPLETENESS_ACK
+        fwd.is_first_ack = False
+        frame = seg.frame
+        now = seg.ts_ns
+        if ack != fwd.lastack:
+            fwd.lastnondupack = frame
+            fwd.dupacknum = 0
+        if seglen:
+            nextseq = (seq + seglen) & M32
+            if len(fwd.segments) < TCP_MAX_UNACKED_SEGMENTS:
+                fwd.segments.insert(0, [frame, seq, nextseq])
+            fwd.nextseq = nextseq  # (after nxt: a segment is shorter than half the sequence space)
+            fwd.nextseqframe = frame
+            fwd.nextseqtime = now
+        if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+            fwd.maxseqtobeacked = fwd.nextseq
+        fwd.window = window
+        fwd.lastack = ack
+        fwd.lastacktime = now
+        fwd.lastsegmentflags = 0
+        if rev.segments:
+            _forget_acked(rev.segments, ack)
+        return True
 
     @staticmethod
     def _sequence_analysis(conv: ConversationAnalysis, fwd: _Flow, rev: _Flow, seg: TcpSegment, ta: int) -> int:
@@ -396,22 +484,7 @@ class TcpAnalyzer:
         fwd.lastacktime = now
         fwd.lastsegmentflags = ta
 
-        # forget the reverse segments this ACK covers
-        segs = rev.segments
-        i = 0
-        while i < len(segs):
-            u = segs[i]
-            if ack == u[2]:
-                del segs[i]
-                continue
-            if _gt(ack, u[1]) and _le(ack, u[2]):
-                u[1] = ack
-                i += 1  # the next round would keep it (nextseq > ack)
-                continue
-            if _gt(u[2], ack):
-                i += 1
-                continue
-            del segs[i]
+        _forget_acked(rev.segments, ack)
         return ta
 
     @staticmethod

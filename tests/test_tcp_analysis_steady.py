@@ -1,0 +1,83 @@
+"""tcp.analysis' steady path (in-order ACK / ACK+PSH segments that no check can flag skip the
+general checks of tcp_analyze_sequence_number) leaves exactly the state of the general path: the
+flags, duplicate ACKs, completeness (and what each frame shows of it) and initial RTT of every
+conversation, and every field of both directions' bookkeeping, on every capture, on random interleaved traffic with losses,
+retransmissions, probes and reordering, and around sequence numbers that wrap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pcapbuild import Frame, pcap_file
+from test_fast_path import real_captures
+from test_loops_mixed import _connection, traffic
+from test_zeek_steady import _NearWrap
+
+from analyzers import tcpanalysis
+from analyzers.analysis import AnalysisOptions, analyze_file
+from analyzers.errors import LoopcapError
+from analyzers.tcpanalysis import TcpAnalysisObserver, TcpAnalyzer
+
+
+def _state(path: Path) -> dict[int, Any]:
+    ob = TcpAnalysisObserver(record_completeness=True)
+    analyze_file(path, AnalysisOptions(observers=[ob]))
+    return {stream: (conv.to_dict(), conv.completeness_before,
+                     [{k: getattr(f, k) for k in f.__slots__} for f in conv.flows])
+            for stream, conv in ob.analyzer.conversations.items()}
+
+
+def state_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[int, Any], dict[int, Any], int]:
+    """The analysis with the steady path, without it, and how many segments took it."""
+    taken = 0
+    real = TcpAnalyzer._steady
+
+    def counting(*a: Any) -> bool:
+        nonlocal taken
+        ok = real(*a)
+        taken += ok
+        return ok
+
+    monkeypatch.setattr(TcpAnalyzer, "_steady", staticmethod(counting))
+    fast = _state(path)
+    monkeypatch.setattr(tcpanalysis, "STEADY_PATH", False)
+    slow = _state(path)
+    monkeypatch.setattr(tcpanalysis, "STEADY_PATH", True)
+    return fast, slow, taken
+
+
+def test_the_steady_path_leaves_the_general_paths_state_on_every_real_capture(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    checked = taken = 0
+    for p in real_captures():
+        try:
+            fast, slow, n = state_both_ways(p, monkeypatch)
+        except LoopcapError:
+            continue
+        assert fast == slow, p
+        checked += 1
+        taken += n
+    assert checked >= 80 and taken > 2_000
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_the_steady_path_leaves_the_general_paths_state_on_random_traffic_and_wrapping_numbers(
+        seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mixed = tmp_path / "mixed.pcap"
+    mixed.write_bytes(traffic(seed))
+    rng = _NearWrap(seed)
+    frames, t = [], 10**18
+    for c in range(8):
+        for pause, pkt in _connection(rng, "127.0.0.1", 41000 + c, 80):
+            t += pause
+            frames.append(Frame(t, pkt))
+    wrapping = tmp_path / "wrapping.pcap"
+    wrapping.write_bytes(pcap_file(frames))
+    total = 0
+    for path in (mixed, wrapping):
+        fast, slow, taken = state_both_ways(path, monkeypatch)
+        assert fast == slow, path.name
+        total += taken
+    assert total > 0
