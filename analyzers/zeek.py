@@ -247,7 +247,7 @@ class _Timer:
 
 class _TimerQueue:
     def __init__(self) -> None:
-        self._heap: list[tuple[int, int, int, _Timer]] = []
+        self.heap: list[tuple[int, int, int, _Timer]] = []
         #: (when, first frame) of the timer firing now, if one is (see :meth:`ZeekTracker.remove`)
         self.firing: tuple[int, int] | None = None
         self._n = 0
@@ -259,7 +259,7 @@ class _TimerQueue:
         an order that each flow shard (analyzers.shardstream) can tell on its own."""
         self._n += 1
         assert timer.conn is not None
-        heapq.heappush(self._heap, (timer.when, timer.conn.first_frame, self._n, timer))
+        heapq.heappush(self.heap, (timer.when, timer.conn.first_frame, self._n, timer))
 
     def cancel(self, timer: _Timer) -> None:
         """A timer that will not fire: it lets go of its connection at once (a removed connection must
@@ -270,7 +270,7 @@ class _TimerQueue:
         timer.cancelled = True
         timer.conn = timer.fn = None
         self._cancelled += 1
-        heap = self._heap
+        heap = self.heap
         if self._cancelled > 4096 and 2 * self._cancelled > len(heap):
             heap[:] = [e for e in heap if not e[3].cancelled]  # (when, frame, n) still orders them exactly
             heapq.heapify(heap)
@@ -280,7 +280,7 @@ class _TimerQueue:
         if self.network_time is None or t > self.network_time:
             self.network_time = t
         now = self.network_time
-        heap = self._heap
+        heap = self.heap
         while heap and heap[0][0] <= now:
             when, first, _, timer = heapq.heappop(heap)
             if timer.cancelled:
@@ -1413,7 +1413,15 @@ class ZeekTracker:
         not verified).  ``header_only``: a segment whose header could be read but not used (Zeek creates
         the connection, then drops the packet).  Returns the Zeek connection it went to."""
         t = seg.ts_ns
-        self.advance(t, seg.frame)
+        # self.advance(t, seg.frame), inlined: most segments move time on and find no timer due
+        self.frame = seg.frame
+        timers = self.timers
+        now = timers.network_time
+        if now is None or t > now:
+            timers.network_time = now = t
+        heap = timers.heap
+        if heap and heap[0][0] <= now:
+            timers.advance(t)
         if status is None:
             status = checksum_of(seg)
         verdict = "ok" if header_only else self._verdict(status, seg.src)
@@ -1421,7 +1429,7 @@ class ZeekTracker:
             return None
         a = (seg.src, seg.sport)
         b = (seg.dst, seg.dport)
-        key = ("tcp", *((a, b) if a <= b else (b, a)))
+        key = ("tcp", a, b) if a <= b else ("tcp", b, a)
         conn = self.table.get(key)
         if conn is not None and not header_only:
             assert isinstance(conn, _TcpConn)
