@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pcapbuild import Frame, pcap_file
 from test_fast_path import real_captures
-from test_loops_mixed import _connection, traffic
-from test_zeek_steady import _NearWrap
+from test_zeek_steady import random_and_wrapping
 
 from analyzers import tcpanalysis
 from analyzers.analysis import AnalysisOptions, analyze_file
@@ -65,18 +63,8 @@ def test_the_steady_path_leaves_the_general_paths_state_on_every_real_capture(
 @pytest.mark.parametrize("seed", range(16))
 def test_the_steady_path_leaves_the_general_paths_state_on_random_traffic_and_wrapping_numbers(
         seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    mixed = tmp_path / "mixed.pcap"
-    mixed.write_bytes(traffic(seed))
-    rng = _NearWrap(seed)
-    frames, t = [], 10**18
-    for c in range(8):
-        for pause, pkt in _connection(rng, "127.0.0.1", 41000 + c, 80):
-            t += pause
-            frames.append(Frame(t, pkt))
-    wrapping = tmp_path / "wrapping.pcap"
-    wrapping.write_bytes(pcap_file(frames))
     total = 0
-    for path in (mixed, wrapping):
+    for path in random_and_wrapping(seed, tmp_path):
         fast, slow, taken = state_both_ways(path, monkeypatch)
         assert fast == slow, path.name
         total += taken

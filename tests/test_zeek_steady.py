@@ -59,9 +59,9 @@ class _NearWrap(random.Random):
         return super().randrange(start, stop, step) if stop is not None else super().randrange(start)
 
 
-@pytest.mark.parametrize("seed", range(16))
-def test_the_steady_path_gives_the_same_rows_on_random_traffic_and_wrapping_numbers(
-        seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def random_and_wrapping(seed: int, tmp_path: Path) -> tuple[Path, Path]:
+    """Two captures for a steady path's oracle tests: random interleaved traffic, and eight
+    connections whose sequence numbers wrap mid-connection."""
     mixed = tmp_path / "mixed.pcap"
     mixed.write_bytes(traffic(seed))
     rng = _NearWrap(seed)
@@ -72,8 +72,14 @@ def test_the_steady_path_gives_the_same_rows_on_random_traffic_and_wrapping_numb
             frames.append(Frame(t, pkt))
     wrapping = tmp_path / "wrapping.pcap"
     wrapping.write_bytes(pcap_file(frames))
+    return mixed, wrapping
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_the_steady_path_gives_the_same_rows_on_random_traffic_and_wrapping_numbers(
+        seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     total = 0
-    for path in (mixed, wrapping):
+    for path in random_and_wrapping(seed, tmp_path):
         fast, slow, taken = rows_both_ways(path, monkeypatch)
         assert fast == slow, path.name
         total += taken
