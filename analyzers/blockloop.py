@@ -329,10 +329,11 @@ def _fold(v: Any) -> Any:
 
 def _tcp_checksums(c: dict[str, Any], rows: Any, sums: _WordSums) -> list[int]:
     """The checksum status code (index into :data:`_STATUS`) of fast-path TCP segments ``rows`` of
-    a block (its :func:`_columns` ``c``; ``sums``: the loop's :class:`_WordSums`), exactly as :class:`analyzers.checksum.ChecksumDecoder` classifies them: a bad IPv4
-    header checksum, else unverified when the capture cut the segment, else the TCP checksum over
-    the pseudo-header and the segment: ok, partial (the field holds the pseudo-header sum: Linux's
-    offload on loopback), or bad."""
+    a block (its :func:`_columns` ``c``; ``sums``: the loop's :class:`_WordSums`), exactly as
+    :class:`analyzers.checksum.ChecksumDecoder` classifies them: a bad IPv4 header checksum, else
+    unverified when the capture cut the segment, else the TCP checksum over the pseudo-header and
+    the segment: ok, partial (the field holds the pseudo-header sum: Linux's offload on loopback),
+    or bad."""
     sums = sums.load(c["a"])
     a = sums.a
     p = c["p"][rows]
