@@ -30,6 +30,7 @@ from analyzers.decode import (
 )
 from analyzers.http import HttpSplitter
 from analyzers.reassembly import HALF, M32, StreamAssembler
+from analyzers.streams import StreamNumbers
 from analyzers.tombstones import Tombstones
 
 #: bound on the FIN/RST packets remembered per connection (a RST storm must not grow memory)
@@ -402,14 +403,12 @@ class TcpTracker:
                  server_ports: Iterable[int] = (), on_done: Callable[[TcpConnection], None] | None = None,
                  linger_ns: int = CLOSED_LINGER_NS, idle_ns: int = IDLE_NS, created: Callable[[int], None] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], TcpConnection] = {}
-        #: flow sharding: each connection is numbered by the frame that created it (which one tracker's
-        #: number can be told from across shards), and that frame is handed here
-        self.created = created
+        #: tcp.stream numbers (flow sharding, with ``created``: creation frames)
+        self.numbers = StreamNumbers(created)
         self.connections: list[TcpConnection] = []
         self._keep = keep_payload
         self._http = http
         self.server_ports = frozenset(server_ports)
-        self._count = 0
         self._on_done = on_done
         self._linger = linger_ns
         self._idle = idle_ns
@@ -448,12 +447,7 @@ class TcpTracker:
             if base is not None and seq != base:
                 conn = None  # port reuse: a new SYN with a new ISN starts a new connection
         if conn is None:
-            if self.created is None:
-                n = self._count
-                self._count += 1
-            else:
-                n = seg.frame
-                self.created(n)
+            n = self.numbers.new(seg.frame)
             conn = TcpConnection(n, seg, self._keep_limit(n), self._http)
             conn.key = key
             old = self._by_key.get(key)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from analyzers.decode import UdpDatagram
+from analyzers.streams import StreamNumbers
 from analyzers.tombstones import Tombstones
 
 PREVIEW_BYTES = 64
@@ -80,12 +81,11 @@ class UdpTracker:
                  on_done: Callable[[UdpConversation], None] | None = None, idle_ns: int = IDLE_NS,
                  created: Callable[[int], None] | None = None) -> None:
         self._by_key: dict[tuple[object, ...], UdpConversation] = {}
-        #: flow sharding: each conversation is numbered by the frame that created it, handed here
-        self.created = created
+        #: udp.stream numbers (flow sharding, with ``created``: creation frames)
+        self.numbers = StreamNumbers(created)
         self.conversations: list[UdpConversation] = []
         self._keep = keep_payload
         self.max_records = max_records_per_conversation if max_records_per_conversation is not None else 1 << 62
-        self._count = 0
         self._on_done = on_done
         self._idle = idle_ns
         self.max_live = MAX_LIVE
@@ -113,12 +113,7 @@ class UdpTracker:
             self._hand_out(key, conv)  # streaming: silent too long, whenever expire() would have noticed
             conv = None
         if conv is None:
-            if self.created is None:
-                n = self._count
-                self._count += 1
-            else:
-                n = dg.frame
-                self.created(n)
+            n = self.numbers.new(dg.frame)
             conv = UdpConversation(n, dg.version, a, b, first_ts=dg.ts_ns)
             if self._on_done is None:
                 self.conversations.append(conv)
