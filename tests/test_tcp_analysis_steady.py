@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 from test_fast_path import real_captures
-from test_zeek_steady import random_and_wrapping
+from test_zeek_steady import random_and_wrapping, same_both_ways
 
 from analyzers import tcpanalysis
 from analyzers.analysis import AnalysisOptions, analyze_file
-from analyzers.errors import LoopcapError
 from analyzers.tcpanalysis import TcpAnalysisObserver, TcpAnalyzer
 
 
@@ -48,24 +47,12 @@ def state_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[i
 
 def test_the_steady_path_leaves_the_general_paths_state_on_every_real_capture(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    checked = taken = 0
-    for p in real_captures():
-        try:
-            fast, slow, n = state_both_ways(p, monkeypatch)
-        except LoopcapError:
-            continue
-        assert fast == slow, p
-        checked += 1
-        taken += n
+    checked, taken = same_both_ways(state_both_ways, real_captures(), monkeypatch, skip_unreadable=True)
     assert checked >= 80 and taken > 2_000
 
 
 @pytest.mark.parametrize("seed", range(16))
 def test_the_steady_path_leaves_the_general_paths_state_on_random_traffic_and_wrapping_numbers(
         seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    total = 0
-    for path in random_and_wrapping(seed, tmp_path):
-        fast, slow, taken = state_both_ways(path, monkeypatch)
-        assert fast == slow, path.name
-        total += taken
-    assert total > 0
+    _, taken = same_both_ways(state_both_ways, random_and_wrapping(seed, tmp_path), monkeypatch)
+    assert taken > 0
