@@ -32,11 +32,11 @@ import numpy as np
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, shardable
 from analyzers.errors import LoopcapError
-from analyzers.jsonout import EncodedItems, dumps_value, write_document
+from analyzers.jsonout import EncodedItems, dumps_bytes, write_document
 from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
 from analyzers.pcapfile import CaptureReader
 from analyzers.progress import Progress
-from analyzers.streaming import SummarySink, streams_with
+from analyzers.streaming import SummarySink, positional_reader, streams_with
 from analyzers.zeek import ZeekObserver, ZeekShardPart, contribute_shards
 
 #: the kinds of conversation a spool holds, in the order of their sections
@@ -104,7 +104,7 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     def put(kind: str, stream: int, summary: dict[str, Any]) -> None:
         nonlocal pos
         frame = summary["stream"]  # the creation frame: the parent replaces it with the final number
-        data = dumps_value(summary).encode()
+        data = dumps_bytes(summary)
         f.write(data)
         idx[kind].write(row(frame, pos, len(data)))
         pos += len(data)
@@ -192,10 +192,7 @@ class SpoolReader(Protocol):
 class _LocalSpool:
     def __init__(self, spool: ShardSpool) -> None:
         self._f = open(spool.path, "rb")  # noqa: SIM115 - closed by close()
-
-    def read(self, offset: int, length: int) -> bytes:
-        self._f.seek(offset)
-        return self._f.read(length)
+        self.read = positional_reader(self._f)
 
     def close(self) -> None:
         self._f.close()
@@ -246,7 +243,8 @@ def _ranks(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool
     return out
 
 
-def _numbered(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool], SpoolReader]) -> Iterator[str]:
+def _numbered(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSpool], SpoolReader]
+              ) -> Iterator[bytes]:
     """Every spooled line of ``kind``, in creation order, with its final stream number: the shards'
     index sections merged by creation frame, counted against their creation frames merged."""
     files = {s.shard: open_spool(s) for s in spools}
@@ -265,10 +263,10 @@ def _numbered(spools: list[ShardSpool], kind: str, open_spool: Callable[[ShardSp
                     break
             else:
                 raise LoopcapError(f"a shard's spool lists frame {frame} but no conversation created there")
-            text = files[shard].read(off, n).decode()
-            head = f'{{"stream":{frame},'  # jsonout's compact encoding; the summary starts with its stream
+            text = files[shard].read(off, n)
+            head = b'{"stream":%d,' % frame  # jsonout's compact encoding; the summary starts with its stream
             assert text.startswith(head), text[:40]
-            yield f'{{"stream":{number},' + text[len(head):]
+            yield b'{"stream":%d,' % number + text[len(head):]
     finally:
         for fh in files.values():
             fh.close()

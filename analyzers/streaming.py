@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
 from analyzers.errors import LoopcapError
-from analyzers.jsonout import EncodedItems, dumps_value, write_document
+from analyzers.jsonout import EncodedItems, dumps_bytes, write_document
 from analyzers.parallel import carry, raise_carried
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection
@@ -42,8 +42,7 @@ class OrderedSpool:
         self._end = 0
         self.count = 0
 
-    def put(self, stream: int, text: str) -> None:
-        data = text.encode()
+    def put(self, stream: int, data: bytes) -> None:
         if stream >= len(self._offset):
             grow = stream + 1 - len(self._offset)
             self._offset.extend([0] * grow)
@@ -54,23 +53,36 @@ class OrderedSpool:
         self._end += len(data)
         self.count += 1
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[bytes]:
         f = self._f
         f.flush()
-        pos = -1
+        read = positional_reader(f)
         for off, n in zip(self._offset, self._length, strict=True):
-            if n < 0:
-                continue
-            if off != pos:
-                f.seek(off)
-            yield f.read(n).decode()
-            pos = off + n
+            if n >= 0:
+                yield read(off, n)
 
     def items(self) -> EncodedItems:
         return EncodedItems(self.count, iter(self))
 
     def close(self) -> None:
         self._f.close()
+
+
+def positional_reader(f: IO[bytes]) -> Callable[[int, int], bytes]:
+    """``read(offset, length)`` of the file ``f``: ``os.pread`` where there is one (one system call,
+    no seek, no copy through a buffer: items read back out of order cost half as much), else seek
+    and read."""
+    if hasattr(os, "pread"):
+        fd = f.fileno()
+        pread = os.pread
+
+        def read(offset: int, length: int) -> bytes:
+            return pread(fd, length, offset)
+    else:  # pragma: no cover - Windows
+        def read(offset: int, length: int) -> bytes:
+            f.seek(offset)
+            return f.read(length)
+    return read
 
 
 class StreamingObserver(Protocol):
@@ -179,7 +191,7 @@ def analyze_file_streamed(path: str | os.PathLike[str], consume: Callable[[dict[
     if not streams_with(opts):
         raise ValueError("a streamed analysis keeps no payloads and takes only observers that can stream")
     spools = {"tcp": OrderedSpool(), "udp": OrderedSpool()}
-    sink = SummarySink(opts.observers, lambda kind, stream, summary: spools[kind].put(stream, dumps_value(summary)))
+    sink = SummarySink(opts.observers, lambda kind, stream, summary: spools[kind].put(stream, dumps_bytes(summary)))
     opts = replace(opts, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done)
     name = os.fspath(path)
     try:

@@ -1785,15 +1785,15 @@ class ZeekShardPart:
     length: int = 0
 
 
-def merged_rows(shards: list[Iterable[bytes]]) -> Iterator[str]:
+def merged_rows(shards: list[Iterable[bytes]]) -> Iterator[bytes]:
     """The rows of every flow shard (each an iterable of its keyed lines, see :class:`RowSpool`), in
     the order one process would have logged them (by :attr:`_Conn.removed_at`: each shard's lines
     are in that order already)."""
 
-    def keyed(lines: Iterable[bytes]) -> Iterator[tuple[tuple[int, ...], str]]:
+    def keyed(lines: Iterable[bytes]) -> Iterator[tuple[tuple[int, ...], bytes]]:
         for line in lines:
             head, _, text = line.partition(b" {")
-            yield tuple(map(int, head.split())), "{" + text.decode()
+            yield tuple(map(int, head.split())), b"{" + text
 
     for _, text in heapq.merge(*(keyed(lines) for lines in shards)):
         yield text
@@ -1847,9 +1847,9 @@ class RowSpool:
         self.count = 0
 
     def add(self, row: dict[str, Any], key: tuple[int, ...] | None = None) -> None:
-        from analyzers.jsonout import dumps_value
+        from analyzers.jsonout import dumps_bytes
 
-        data = dumps_value(row).encode() + b"\n"
+        data = dumps_bytes(row) + b"\n"
         if self._keyed:
             assert key is not None
             data = b"%d %d %d %d " % key + data
@@ -1859,11 +1859,11 @@ class RowSpool:
     def close(self) -> None:
         self._f.close()
 
-    def _lines(self) -> Iterator[str]:
+    def _lines(self) -> Iterator[bytes]:
         self._f.seek(0)
         try:
             for line in self._f:
-                yield line[:-1].decode()
+                yield line[:-1]
         finally:
             self._f.close()
 

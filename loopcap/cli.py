@@ -157,7 +157,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
     With several files and --json, one JSON document per line (JSON Lines). Several files, or one
     large file, are analyzed on every core (--jobs); results equal the single-process run.
     """
-    from analyzers.jsonout import json_line, write_document
+    from analyzers.jsonout import write_document
     from analyzers.parallel import analyze_paths, capture_files
     from analyzers.progress import progress_for
     from analyzers.walkthrough import iter_render
@@ -208,10 +208,7 @@ def analyze(files: tuple[str, ...], as_json: bool, fmt: str, out_dir: str | None
             tables.add(doc)
             return
         if fmt == "json":
-            if len(paths) > 1:
-                sys.stdout.write(json_line(doc))
-            else:
-                write_document(doc, sys.stdout)
+            write_document(doc, sys.stdout, one_line=len(paths) > 1)  # several files: JSON Lines
             return
         if not first:
             click.echo("")

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from analyzers.jsonout import (
     EncodedItems,
+    _binary_under,
     document_text,
+    dumps_bytes,
     dumps_value,
     iter_document,
     json_line,
@@ -37,7 +39,7 @@ def test_the_readable_layout_parses_back_to_the_same_document(doc: dict[str, obj
     write_document(doc, one, one_line=True, batch=3)
     assert one.getvalue() == json_line(doc)
     def lazy() -> dict[str, object]:  # top-level lists as already-encoded items, as a streamed analysis gives
-        return {k: EncodedItems(len(v), (dumps_value(x) for x in v)) if isinstance(v, list) else v
+        return {k: EncodedItems(len(v), (dumps_bytes(x) for x in v)) if isinstance(v, list) else v
                 for k, v in doc.items()}
 
     assert "".join(iter_document(lazy())) == text
@@ -95,3 +97,25 @@ def test_the_standard_library_fallback_encodes_the_same_documents(monkeypatch: p
     monkeypatch.setattr(jsonout, "_ENCODE", jsonout._encode_stdlib)
     plain = document_text(doc)
     assert json.loads(plain) == json.loads(fast) == json.loads(json.dumps(doc))
+
+
+def test_a_text_stream_over_bytes_gets_the_document_bytes_in_order_with_what_was_written_around_it() -> None:
+    doc = {"schema": "loopcap/1", "tcp": EncodedItems(2, iter([b'{"stream":0}', b'{"stream":1}'])), "n": 2}
+    want = document_text({"schema": "loopcap/1", "tcp": [{"stream": 0}, {"stream": 1}], "n": 2})
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+    out.write("before\n")  # still in the text layer's buffer: it must come first
+    write_document(doc, out, batch=2)
+    out.write("after\n")
+    out.flush()
+    assert raw.getvalue().decode() == "before\n" + want + "after\n"
+
+
+def test_a_text_stream_whose_encoding_is_not_ascii_compatible_gets_the_text_encoded() -> None:
+    doc = {"tcp": [{"stream": i, "host": "caf\u00e9"} for i in range(3)]}
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-16", newline="\n")
+    write_document(doc, out)
+    out.flush()
+    assert raw.getvalue().decode("utf-16") == document_text(doc)
+    assert _binary_under(out) is None and _binary_under(io.TextIOWrapper(io.BytesIO(), encoding="ascii")) is not None

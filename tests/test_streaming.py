@@ -121,7 +121,7 @@ def test_the_spool_gives_items_back_in_stream_order_and_skips_missing_numbers() 
     order = list(range(0, 200, 2))
     random.Random(1).shuffle(order)
     for s in order:
-        spool.put(s, json.dumps({"stream": s, "pad": "x" * s}))
+        spool.put(s, json.dumps({"stream": s, "pad": "x" * s}).encode())
     assert [json.loads(t)["stream"] for t in spool] == list(range(0, 200, 2))
     assert len(spool.items()) == 100
     spool.close()
