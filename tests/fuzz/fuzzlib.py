@@ -28,6 +28,7 @@ Three code paths, one per target (``fuzz_reader.py``, ``fuzz_decode.py``, ``fuzz
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import struct
@@ -372,7 +373,19 @@ def run_atheris(target: str) -> None:
         work = tempfile.mkdtemp(prefix=f"loopcap-fuzz-{target}-")
         argv += [work, str(CORPUS / target)]
     atheris.Setup(argv, one_input)
+    atexit.register(_stop_timeout_alarm)
     atheris.Fuzz()
+
+
+def _stop_timeout_alarm() -> None:
+    """At exit, after the session: libFuzzer's per-input timeout is a periodic SIGALRM, and once the
+    interpreter's shutdown has put the signal back to its default, a tick that comes while shutting
+    down (slowly, on a busy machine) kills the finished session with "Alarm clock" (exit 142)."""
+    import signal
+
+    if hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
 
 
 # ---------------------------------------------------------------------------------------------
