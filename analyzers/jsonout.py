@@ -31,6 +31,13 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the standard l
     _orjson = None
 
 
+#: the write buffer of a file that spools encoded values (``OrderedSpool``, a shard's spool, Zeek's
+#: rows): connections are a few kilobytes of JSON each, and with the default 8 KiB nearly every one
+#: was a system call of its own (0.37 s instead of 0.12 s for the 235 MB of a million-packet
+#: capture's connections)
+SPOOL_BUFFER = 1 << 18
+
+
 def _encode_stdlib(value: Any) -> bytes:
     return _STDLIB(value).encode("ascii")
 

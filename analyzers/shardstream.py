@@ -32,7 +32,7 @@ import numpy as np
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, shardable
 from analyzers.errors import LoopcapError
-from analyzers.jsonout import EncodedItems, dumps_bytes, write_document
+from analyzers.jsonout import SPOOL_BUFFER, EncodedItems, dumps_bytes, write_document
 from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
 from analyzers.pcapfile import CaptureReader
 from analyzers.progress import Progress
@@ -82,7 +82,7 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     themselves are rewritten in creation order (each kind's one after the other), so that they are
     read front to back (:func:`_numbered`), a chunk at a time from afar."""
     out = ShardSpool(shard, spool_path)
-    f = open(spool_path, "wb")  # noqa: SIM115 - closed below
+    f = open(spool_path, "wb", buffering=SPOOL_BUFFER)  # noqa: SIM115 - closed below
     # side files: per kind the index rows, and the creation frames (ascending: frames come in order)
     side_paths = {f"{kind}.{what}": f"{spool_path}.{kind}.{what}" for kind in KINDS for what in ("idx", "created")}
     side = {name: open(p, "wb") for name, p in side_paths.items()}  # noqa: SIM115 - closed below

@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
 from analyzers.errors import LoopcapError
-from analyzers.jsonout import EncodedItems, dumps_bytes, write_document
+from analyzers.jsonout import SPOOL_BUFFER, EncodedItems, dumps_bytes, write_document
 from analyzers.parallel import carry, raise_carried
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection
@@ -36,7 +36,7 @@ class OrderedSpool:
     an anonymous temporary file, the index in two flat arrays."""
 
     def __init__(self, directory: str | None = None) -> None:
-        self._f = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self._f = tempfile.TemporaryFile(dir=directory, buffering=SPOOL_BUFFER)  # noqa: SIM115 - closed by close()
         self._offset = array("q")
         self._length = array("i")
         self._end = 0

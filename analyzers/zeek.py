@@ -1842,7 +1842,10 @@ class RowSpool:
     def __init__(self, path: str | None = None) -> None:
         import tempfile
 
-        self._f = tempfile.TemporaryFile() if path is None else open(path, "wb")  # noqa: SIM115 - closed when read
+        from analyzers.jsonout import SPOOL_BUFFER
+
+        self._f = (tempfile.TemporaryFile(buffering=SPOOL_BUFFER) if path is None  # noqa: SIM115 - closed when read
+                   else open(path, "wb", buffering=SPOOL_BUFFER))  # noqa: SIM115
         self._keyed = path is not None
         self.count = 0
 
