@@ -154,12 +154,12 @@ def _seal(spool: ShardSpool, side_paths: dict[str, str], created: dict[str, int]
     if sort:
         tmp = spool.path + ".sorted"
         pos = 0
-        with open(spool.path, "rb") as src, open(tmp, "wb") as dst:
+        with open(spool.path, "rb") as src, open(tmp, "wb", buffering=SPOOL_BUFFER) as dst:
+            read = positional_reader(src)
             for kind in KINDS:
                 t = tables[kind]
                 for _, off, n in t.tolist():
-                    src.seek(off)
-                    dst.write(src.read(n))
+                    dst.write(read(off, n))
                 lengths = t[:, 2]
                 t[:, 1] = pos + np.cumsum(lengths) - lengths
                 pos += int(lengths.sum())
