@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 from analyzers import blockloop
 from analyzers.decode import FRAGMENT, Decoder, IcmpError, Malformed, TcpSegment, UdpDatagram, linktype_name
+from analyzers.jsonout import EncodedItems
 from analyzers.pcapfile import CaptureReader, PacketRecord, ReadWarning
+from analyzers.picklable import fields_reduce
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection, TcpTracker
 from analyzers.udp import MAX_DATAGRAM_RECORDS, UdpConversation, UdpTracker
@@ -44,6 +46,8 @@ def gc_paused() -> Iterator[None]:
 
 
 #: flow sharding: (this shard, shards, raw owner test, flow owner test), see AnalysisOptions.shard
+#: a document's connections: summaries, or (streamed) their encoded JSON texts
+Items = list[dict[str, Any]] | EncodedItems
 Shard = tuple[int, int, Callable[[int, bytes, int], int], Callable[[bytes, int, bytes, int, int], int]]
 
 
@@ -104,6 +108,9 @@ class AnalysisOptions:
     #: flow sharding: per kind ("tcp", "udp"), called with the frame that created each conversation;
     #: the trackers then number conversations by that frame (see analyzers.shardstream)
     created: dict[str, Callable[[int], None]] | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
 
 
 @dataclass
@@ -173,14 +180,13 @@ class Analysis:
                 out.extend(tcp_summary_warnings(c))
         return out
 
-    def to_dict(self, *, tcp: list[dict[str, Any]] | None = None,
-                udp: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def to_dict(self, *, tcp: Items | None = None, udp: Items | None = None) -> dict[str, Any]:
         doc = self._base_dict(tcp, udp)
         for ob in self.observers:
             ob.contribute(self, doc)
         return doc
 
-    def _base_dict(self, tcp: list[dict[str, Any]] | None, udp: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def _base_dict(self, tcp: Items | None, udp: Items | None) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "file": self.file,
@@ -199,6 +205,9 @@ class Analysis:
             "damaged": bool(self.read_warnings),
             "warnings": self.warnings,
         }
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
 
 
 def tcp_summary_warnings(c: dict[str, Any]) -> list[str]:

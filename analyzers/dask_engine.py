@@ -22,9 +22,9 @@ when this engine runs.
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -87,8 +87,11 @@ def _spool_task(task: Task, options: AnalysisOptions | None, token: str) -> tupl
     directory = _run_directory(token, worker)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"{task.index}-{task.shard}.jsonl")
-    # the peers' views keep state: each task its own (a worker may hand tasks the same deserialized object)
-    opts = copy.deepcopy(options) if options is not None else AnalysisOptions()
+    # the peers' views keep state: each task its own (a worker may hand tasks the same deserialized
+    # object).  A pickle round trip, not copy.deepcopy: deepcopy takes a compiled build's bound
+    # methods (the decoder factory, a view's make_decoder) as atomic, so the copy's factory would
+    # still make the decoder of the original view
+    opts = pickle.loads(pickle.dumps(options)) if options is not None else AnalysisOptions()
     spool = _stream_shard(task.path, task.shard, task.shards, opts, path, sort=True)
     spool.worker = worker.address if worker is not None else None
     return task, spool

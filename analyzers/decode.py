@@ -15,6 +15,9 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from analyzers.picklable import fields_reduce, rebuild, set_only
 
 # ---------------------------------------------------------------------------------------------
 # results
@@ -48,6 +51,12 @@ class TcpSegment:
         self.ip_bytes = ip_bytes
         self.caplen_short = len(payload) < paylen
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its constructor's arguments (and the checksum status, when set)."""
+        args = (self.frame, self.ts_ns, self.version, self.src, self.dst, self.sport, self.dport, self.seq, self.ack,
+                self.flags, self.window, self.options, self.payload, self.paylen, self.ip_bytes)
+        return rebuild, (TcpSegment, args, set_only(self, "checksum"))
+
 
 class UdpDatagram:
     """One decoded UDP datagram (after IP reassembly when it was fragmented)."""
@@ -71,6 +80,12 @@ class UdpDatagram:
         self.ip_bytes = ip_bytes
         self.fragment_frames = fragment_frames
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its constructor's arguments (and the checksum status, when set)."""
+        args = (self.frame, self.ts_ns, self.version, self.src, self.dst, self.sport, self.dport, self.length,
+                self.payload, self.ip_bytes, self.fragment_frames)
+        return rebuild, (UdpDatagram, args, set_only(self, "checksum"))
+
     @property
     def truncated(self) -> bool:
         return len(self.payload) < max(self.length - 8, 0)
@@ -90,6 +105,9 @@ class Malformed:
     def __str__(self) -> str:
         return f"frame {self.frame}: {self.layer}: {self.reason}"
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
+
 
 @dataclass(frozen=True)
 class IcmpError:
@@ -104,12 +122,38 @@ class IcmpError:
     code: int
     quoted: TcpSegment | UdpDatagram | None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
+
 
 # what decode() may return besides a segment/datagram
 OTHER = "other"  # not TCP/UDP (ARP, ICMP, another protocol) - nothing to analyze
 FRAGMENT = "fragment"  # an IP fragment whose datagram is not complete yet
 
-Decoded = TcpSegment | UdpDatagram | IcmpError | Malformed | str
+
+class IcmpPacket:
+    """An ICMP / ICMPv6 message as Zeek's ICMP analyzer sees it (ports = type and counterpart): what
+    :class:`analyzers.zeek.ZeekDecoder` returns for ICMP (this module's :class:`Decoder` never does)."""
+
+    __slots__ = ("checksum", "code", "dst", "frame", "ip_bytes", "length", "src", "ts_ns", "type", "version",
+                 "whole")
+
+    def __init__(self, frame: int, ts_ns: int, version: int, src: bytes, dst: bytes, itype: int, code: int,
+                 length: int, ip_bytes: int, whole: bool, checksum: str) -> None:
+        self.frame = frame
+        self.ts_ns = ts_ns
+        self.version = version
+        self.src = src
+        self.dst = dst
+        self.type = itype
+        self.code = code
+        self.length = length  # ICMP message length (header included)
+        self.ip_bytes = ip_bytes
+        self.whole = whole  # fully captured
+        self.checksum = checksum
+
+
+Decoded = TcpSegment | UdpDatagram | IcmpError | Malformed | IcmpPacket | str
 
 
 def format_ip(addr: bytes) -> str:

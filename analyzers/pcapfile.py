@@ -23,9 +23,10 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from analyzers.errors import CaptureFormatError
+from analyzers.picklable import fields_reduce
 
 #: No single record may claim more than this (Wireshark's own limit is 256 KiB for most link types;
 #: Linux loopback with GSO stays under 64 KiB + headers).  Larger lengths are treated as corruption.
@@ -96,6 +97,9 @@ class ReadWarning:
             where += f" (after frame {self.frame - 1})" if self.frame > 1 else " (before the first frame)"
         return f"{where}: {self.message}"
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
+
 
 @dataclass
 class Interface:
@@ -104,6 +108,9 @@ class Interface:
     ts_divisor_ns: tuple[int, int]  # (multiplier, divisor) turning raw units into ns
     ts_offset_s: int = 0
     name: str | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
 
 
 def _read_in_steps(read: Callable[[int], bytes], n: int) -> bytes:

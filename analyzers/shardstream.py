@@ -372,8 +372,8 @@ def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSp
         head = f"TCP stream {frame}: "
         base.streamed_warnings.extend(f"TCP stream {rank['tcp'][frame]}: " + t[len(head):] for t in texts)
     counts = {kind: sum(s.lines(kind) for s in spools) for kind in KINDS}
-    doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp", open_spool)),  # type: ignore[arg-type]
-                       udp=EncodedItems(counts["udp"], _numbered(spools, "udp", open_spool)))  # type: ignore[arg-type]
+    doc = base.to_dict(tcp=EncodedItems(counts["tcp"], _numbered(spools, "tcp", open_spool)),
+                       udp=EncodedItems(counts["udp"], _numbered(spools, "udp", open_spool)))
     parts = [(s, s.zeek) for s in spools if s.zeek is not None]
     if parts:
         contribute_shards(doc, [p for _, p in parts], [_lines(open_spool(s), p.offset, p.length) for s, p in parts])

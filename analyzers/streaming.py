@@ -198,7 +198,7 @@ def analyze_file_streamed(path: str | os.PathLike[str], consume: Callable[[dict[
         res = analyze_file(name, opts, progress=progress)
         sink.finish()
         res.streamed_warnings = [w for _, ws in sorted(sink.warned, key=lambda x: x[0]) for w in ws]
-        consume(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()))  # type: ignore[arg-type]
+        consume(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()))
     finally:
         for spool in spools.values():
             spool.close()

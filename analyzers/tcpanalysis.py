@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from analyzers.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment
+from analyzers.picklable import fresh_only
 from analyzers.tombstones import HashMemory
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -536,6 +537,11 @@ class TcpAnalysisObserver:
         self._seen: set[int] | HashMemory = set()
         self._streaming = False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (into another process's analysis options) as its configuration."""
+        fresh_only(self, not (self.analyzer.conversations or self._seen or self._streaming))
+        return (_observer, (self.analyzer.record_completeness,))
+
     def on_tcp(self, conn: TcpConnection, seg: TcpSegment) -> None:
         stream = conn.stream
         reused = False
@@ -596,3 +602,8 @@ def analyze_segments(items: Iterable[tuple[int, int, TcpSegment, bool]]) -> TcpA
     for stream, d, seg, reused in items:
         an.feed(stream, d, seg, reused=reused)
     return an
+
+
+def _observer(record_completeness: bool) -> TcpAnalysisObserver:
+    """:class:`TcpAnalysisObserver` from its pickled configuration (its argument is keyword-only)."""
+    return TcpAnalysisObserver(record_completeness=record_completeness)

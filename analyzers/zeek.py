@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import ipaddress
+import operator
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,12 +59,14 @@ from analyzers.decode import (
     TCP_SYN,
     Decoded,
     IcmpError,
+    IcmpPacket,
     Malformed,
     TcpSegment,
     UdpDatagram,
     format_ip,
 )
 from analyzers.pcapfile import CaptureReader, PacketRecord
+from analyzers.picklable import fields_reduce, fresh_only, rebuild
 
 if TYPE_CHECKING:  # pragma: no cover
     from analyzers.analysis import Analysis
@@ -73,6 +76,13 @@ if TYPE_CHECKING:  # pragma: no cover
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 NS = 1_000_000_000
+
+
+def seconds(ns: int) -> float:
+    """``ns / NS`` rounded once, as Python divides two ints.  Spelled as a call: a compiled build
+    (mypyc) divides ints as floats, and a time stamp in nanoseconds is past 2**53, so it would be
+    rounded twice (1795237369.4725828 instead of 1795237369.472583)."""
+    return float(operator.truediv(ns, NS))
 TOO_LARGE_SEQ_DELTA = 1048576
 #: :meth:`_TcpConn.process` takes its steady path where it can (tests turn it off to compare)
 STEADY_PATH = True
@@ -156,6 +166,9 @@ class ZeekOptions:
     def __post_init__(self) -> None:
         if self.checksums not in CHECKSUM_MODES:
             raise ValueError(f"checksums must be one of {', '.join(CHECKSUM_MODES)}, not {self.checksums!r}")
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,7 +447,7 @@ class _Conn:
         op, ob, rp, rb = self.packet_counts()
         local = self.tracker.local_nets
         return {
-            "ts": self.start_time / NS,
+            "ts": seconds(self.start_time),
             "uid": _uid(self.start_time, self.proto, self.orig_h.hex(), self.orig_p, self.resp_h.hex(), self.resp_p,
                         self.first_frame),
             "id.orig_h": format_ip(self.orig_h), "id.orig_p": self.orig_p,
@@ -684,6 +697,7 @@ class _Reassembler:
 class _Endpoint:
     """TCP_Endpoint."""
 
+    __deletable__ = ("conn", "peer", "reasm")  # release() deletes them (mypyc compiles only listed deletions)
     __slots__ = ("ack_seq", "ack_wraps", "conn", "counters", "did_close", "fin_cnt", "fin_seq", "hist_last_fin",
                  "hist_last_rst", "hist_last_syn", "ip_bytes", "is_orig", "last_seq", "peer", "pkts", "prev_state",
                  "reasm", "rst_cnt", "seq_wraps", "start_seq", "state")
@@ -1261,27 +1275,6 @@ class _IcmpConn(_UdpConn):
         return "OTH"
 
 
-class IcmpPacket:
-    """An ICMP / ICMPv6 message as Zeek's ICMP analyzer sees it (ports = type and counterpart)."""
-
-    __slots__ = ("checksum", "code", "dst", "frame", "ip_bytes", "length", "src", "ts_ns", "type", "version",
-                 "whole")
-
-    def __init__(self, frame: int, ts_ns: int, version: int, src: bytes, dst: bytes, itype: int, code: int,
-                 length: int, ip_bytes: int, whole: bool, checksum: str) -> None:
-        self.frame = frame
-        self.ts_ns = ts_ns
-        self.version = version
-        self.src = src
-        self.dst = dst
-        self.type = itype
-        self.code = code
-        self.length = length  # ICMP message length (header included)
-        self.ip_bytes = ip_bytes
-        self.whole = whole  # fully captured
-        self.checksum = checksum
-
-
 def icmp_counterpart(version: int, itype: int, code: int) -> tuple[int, bool]:
     """ICMP4_counterpart / ICMP6_counterpart: (the responder "port", one-way?)."""
     pairs4 = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
@@ -1317,6 +1310,9 @@ class ChecksumReport:
                 "discarded_bad_ip_header": self.discarded_bad_ip, "discarded_bad_checksum": self.discarded_bad,
                 "discarded_partial_checksum": self.discarded_partial, "accepted_partial_checksum": self.accepted_partial,
                 "not_checked_ignore_nets": self.ignored_nets}
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
 
 
 class ZeekTracker:
@@ -1568,7 +1564,7 @@ class ZeekDecoder(ChecksumDecoder):
             if isinstance(res, IcmpError):
                 self.last_icmp = pkt
                 return res
-            return pkt  # type: ignore[return-value]
+            return pkt
         return res
 
     def take_icmp(self, frame: int) -> IcmpPacket | None:
@@ -1644,6 +1640,12 @@ class ZeekObserver:
         #: a flow shard's streaming: the file its rows go to (see :func:`merged_rows`)
         self.rows_path: str | None = None
         self._ready: Callable[[str, int], None] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (into another process's analysis options) as its configuration."""
+        tr = self.tracker
+        fresh_only(self, not (tr.table or tr.removed or self._tcp_streams or self._udp_streams or self._rows))
+        return rebuild, (ZeekObserver, (tr.options,), {"rows_path": self.rows_path})
 
     def make_decoder(self) -> ZeekDecoder:
         """A decoder for the analysis to use (``AnalysisOptions.decoder_factory``)."""
@@ -1783,6 +1785,9 @@ class ZeekShardPart:
     checksums: ChecksumReport
     offset: int = 0
     length: int = 0
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return fields_reduce(self)  # pickled by its fields (see analyzers/picklable.py)
 
 
 def merged_rows(shards: list[Iterable[bytes]]) -> Iterator[bytes]:
