@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
+from analyzers import compiled
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file
 from analyzers.errors import LoopcapError, UsageError
 from analyzers.jsonout import decoded_items
@@ -88,7 +89,8 @@ def filter_doc(doc: dict[str, Any], *, stream: int | None, udp_stream: int | Non
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="loopcap")
+@click.version_option(__version__, prog_name="loopcap",
+                      message=f"%(prog)s %(version)s (compiled: {'yes' if compiled() else 'no'})")
 def cli() -> None:
     """loopcap: see TCP and UDP at work.
 
