@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from analyzers.decode import TcpSegment
@@ -57,49 +58,60 @@ def available(reader: CaptureReader) -> bool:
         return False
 
 
+# the column readers of _columns (module functions: nested ones, compiled by mypyc, would leave a
+# reference cycle holding the block's arrays for every block until the paused collector ran)
+
+
+def _u32(a: Any, big: bool, at: Any) -> Any:
+    """The 32-bit integers at offsets ``at`` of ``a``, in the capture's byte order."""
+    if big:
+        return ((a[at].astype(np.int64) << 24) | (a[at + 1].astype(np.int64) << 16)
+                | (a[at + 2].astype(np.int64) << 8) | a[at + 3])
+    return ((a[at + 3].astype(np.int64) << 24) | (a[at + 2].astype(np.int64) << 16)
+            | (a[at + 1].astype(np.int64) << 8) | a[at])
+
+
+def _byte(a: Any, p: Any, o: int) -> Any:
+    """Byte ``o`` of every record (records start at offsets ``p`` of ``a``)."""
+    return a[p + o].astype(np.int64)
+
+
+def _be16(a: Any, at: Any) -> Any:
+    return (a[at].astype(np.int64) << 8) | a[at + 1]
+
+
+def _be32(a: Any, at: Any) -> Any:
+    return (_be16(a, at) << 16) | _be16(a, at + 2)
+
+
 def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any]:
     """Every record's header fields and, for Ethernet, the fast path's classification and fields
     (and ``a``: the block's bytes and :data:`_PAD`, as uint8)."""
     a = np.frombuffer(block.buf + _PAD, dtype=np.uint8)
     h = np.asarray(block.starts, dtype=np.int64)
-    big_endian = block.big_endian
-
-    def u32(at: Any) -> Any:
-        if big_endian:
-            return ((a[at].astype(np.int64) << 24) | (a[at + 1].astype(np.int64) << 16)
-                    | (a[at + 2].astype(np.int64) << 8) | a[at + 3])
-        return ((a[at + 3].astype(np.int64) << 24) | (a[at + 2].astype(np.int64) << 16)
-                | (a[at + 1].astype(np.int64) << 8) | a[at])
+    big = block.big_endian
 
     mul, div, off = block.ts_mul, block.ts_div, block.ts_offset_ns
     if block.pcapng:  # Enhanced Packet Blocks: type, length, interface, timestamp (high, low), lengths
-        raw = (u32(h + 12).astype(np.uint64) << np.uint64(32)) | u32(h + 16).astype(np.uint64)
-        caplen = u32(h + 20)
-        wirelen = u32(h + 24)
+        raw = (_u32(a, big, h + 12).astype(np.uint64) << np.uint64(32)) | _u32(a, big, h + 16).astype(np.uint64)
+        caplen = _u32(a, big, h + 20)
+        wirelen = _u32(a, big, h + 24)
         p = h + 28
         if int(raw.max()) <= (1 << 62) // mul and abs(off) <= 1 << 62:
             ts: Any = raw.astype(np.int64) * mul // div + off
         else:  # beyond 64-bit arithmetic: Python's integers, as the record reader computes it
             ts = np.array([r * mul // div + off for r in raw.tolist()], dtype=object)
     else:  # classic pcap: seconds, fraction, captured and original lengths
-        ts = u32(h) * 1_000_000_000 + u32(h + 4) * mul
-        caplen = u32(h + 8)
-        wirelen = u32(h + 12)
+        ts = _u32(a, big, h) * 1_000_000_000 + _u32(a, big, h + 4) * mul
+        caplen = _u32(a, big, h + 8)
+        wirelen = _u32(a, big, h + 12)
         p = h + 16
     wirelen = np.maximum(wirelen, caplen)
     cols: dict[str, Any] = {"p": p, "caplen": caplen, "wirelen": wirelen, "ts": ts, "a": a}
     if block.linktype != 1:
         return cols
 
-    def b(o: int) -> Any:
-        return a[p + o].astype(np.int64)
-
-    def be16(at: Any) -> Any:
-        return (a[at].astype(np.int64) << 8) | a[at + 1]
-
-    def be32(at: Any) -> Any:
-        return (be16(at) << 16) | be16(at + 2)
-
+    b = partial(_byte, a, p)  # byte ``o`` of every record
     # _loop_fast's tests, on every record at once
     e12, e13, v = b(12), b(13), b(14)
     total = (b(16) << 8) | b(17)
@@ -118,9 +130,9 @@ def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any
     stop = p + np.where(ok4, end4, end6)  # where the captured IP packet ends
     ip_bytes = np.where(ok4, total, 40 + plen)
     q = p + l4
-    sport = be16(q)
-    dport = be16(q + 2)
-    flags = be16(q + 12) & 0x1FF
+    sport = _be16(a, q)
+    dport = _be16(a, q + 2)
+    flags = _be16(a, q + 12) & 0x1FF
     ps = q + hlen  # the payload's start
     paylen = ip_bytes - (l4 - 14) - hlen
     steady = fast & ((flags == 0x10) | (flags == 0x18)) & (stop - ps == paylen)
@@ -133,7 +145,7 @@ def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any
         kind = np.where(fast & (owner != k), 3, kind)
     ks = p + np.where(ok4, 26, 22)  # the raw (src, dst, sport, dport) bytes: the flow cache's key
     cols.update(kind=kind, l4=l4, stop=stop, ip_bytes=ip_bytes, sport=sport, dport=dport,
-                seq=be32(q + 4), ack=be32(q + 8), flags=flags, window=be16(q + 14), ps=ps, paylen=paylen,
+                seq=_be32(a, q + 4), ack=_be32(a, q + 8), flags=flags, window=_be16(a, q + 14), ps=ps, paylen=paylen,
                 ks=ks, ke=np.where(ok4, ks + 12, ks + 36))
     return cols
 

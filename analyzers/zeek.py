@@ -1065,20 +1065,15 @@ class _TcpConn(_Conn):
     @staticmethod
     def _update_last_seq(e: _Endpoint, last: int, syn: bool, fin: bool, rst: bool, length: int) -> int:
         delta = _sdelta(last, e.last_seq)
-
-        def update(seq: int) -> None:
-            if seq < e.last_seq:
-                e.seq_wraps += 1
-            e.last_seq = seq
-
+        # (no nested function: compiled, each call's would be a reference cycle left to the collector)
         if (syn or rst) and (delta > TOO_LARGE_SEQ_DELTA or delta < -TOO_LARGE_SEQ_DELTA):
             pass
-        elif fin and e.last_seq == (e.start_seq32() + 1) & M32:
-            update(last)
+        elif (fin and e.last_seq == (e.start_seq32() + 1) & M32) or (e.state != RESET and delta > 0):
+            if last < e.last_seq:
+                e.seq_wraps += 1
+            e.last_seq = last
         elif e.state == RESET:
             pass
-        elif delta > 0:
-            update(last)
         elif delta <= 0 and length > 0:
             e.did_rxmit()
         return delta
