@@ -45,3 +45,13 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 def fixture_pcaps() -> list[Path]:
     return sorted(p for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng") and p.is_file())
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """tests/test_compiled_build.py runs analyzer tests against the compiled modules: make sure they,
+    and not the checkout's sources, are the ones imported."""
+    if os.environ.get("LOOPCAP_EXPECT_COMPILED"):
+        import analyzers
+
+        if not analyzers.compiled():
+            pytest.exit(f"LOOPCAP_EXPECT_COMPILED is set but analyzers come from {analyzers.__file__}", 3)
