@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -206,7 +207,8 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
 """
 
 
-def measure(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, mem_limit: int = 0) -> Measurement:
+def measure(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, mem_limit: int = 0,
+            cwd: Path = REPO) -> Measurement:
     """Run ``cmd``: wall time, and the peak RSS of it and the children it waited for.
 
     The peak comes from ``wait4`` in a small intermediate process (``/usr/bin/time``, else a Python
@@ -223,7 +225,7 @@ def measure(cmd: list[str], stdout: Path, env: dict[str, str] | None = None, mem
     with open(stdout, "wb") as out, open(str(stdout) + ".err", "wb") as err:
         busy0 = cpu_busy_seconds()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(wrapped, stdout=out, stderr=err, env=env, cwd=REPO,
+        proc = subprocess.Popen(wrapped, stdout=out, stderr=err, env=env, cwd=cwd,
                                 preexec_fn=_limit_memory(mem_limit) if mem_limit else None)
         sampler = TreeSampler(proc.pid)
         sampler.start()
@@ -354,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster run")
     ap.add_argument("--extra", action="store_true", help="also time tshark -T fields")
     ap.add_argument("--profile", action="store_true", help="profile loopcap analyze (pyinstrument, cProfile)")
+    ap.add_argument("--no-compiled", dest="compiled", action="store_false",
+                    help="skip the compiled build's rows (LOOPCAP_MYPYC=1, built with scripts/build_compiled.py; "
+                         "never in --smoke)")
     ap.add_argument("--rebuild-base", action="store_true", help="record the base capture again")
     ap.add_argument("--quiet-wait", type=float, default=0.0,
                     help="before each timed run, wait up to this many seconds for other processes to go idle")
@@ -421,11 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     loopcap_cli = [PY, "-m", "loopcap", "analyze", "--json"]
 
     def bench_row(name: str, cmd: list[str], file: Path, note: str = "", times: int = runs, scale: float = 1.0,
-                  keep: Path | None = None, ratio_to: str | None = "", mem_limit: int = 0) -> Row:
+                  keep: Path | None = None, ratio_to: str | None = "", mem_limit: int = 0,
+                  env: dict[str, str] | None = None, cwd: Path = REPO) -> Row:
         row = Row(name, file.name, note=note, scale=scale, ratio_to=ratio_to)
         for i in range(times):
             dest = keep if keep is not None else out / "last.out"
-            m = measure(cmd, dest, mem_limit=mem_limit)
+            m = measure(cmd, dest, env=env, mem_limit=mem_limit, cwd=cwd)
             if m.returncode != 0 and mem_limit and "MemoryError" in m.stderr:
                 row.skipped = f"exceeded the {mem_limit / 2**30:.1f} GiB memory cap (MemoryError after {m.seconds:.0f} s)"
                 log(f"{name} [{file.name}]: {row.skipped}")
@@ -481,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                            [*loopcap_cli, *no_peers, "-j", "1", str(pcap)], pcap)
         bench_row("loopcap analyze --json --no-peers -j 1 (streamed, 1 process)",
                   [*loopcap_cli, *no_peers, "-j", "1", str(pcapng)], pcapng)
+    # (not in the smoke run: the build takes minutes, and tests/test_compiled_build.py checks it)
+    compiled_doc = compiled_rows(a.compiled and not smoke, out, jobs, no_peers, pcap, pcapng, bench_row)
     sharded = bench_row(f"loopcap analyze_many, 1 file sharded by flow, {jobs} processes",
                         [PY, str(HERE / "benchtools.py"), "loopcap-many", str(jobs), "1", str(pcap)], pcap,
                         keep=out / "sharded.out")
@@ -594,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             same["dask_files_vs_single"] = digest(analyze_many_dask(parts, None, scheduler=client)) == ref_parts
             same["dask_sharded_file_vs_single"] = digest(
                 analyze_many_dask([pcap], None, scheduler=client, split_bytes=1)) == single_digest
+    if compiled_doc is not None and no_peers:
+        same["compiled_vs_pure"] = compiled_doc.read_bytes() == plain_path.read_bytes()
     checks["identical_results"] = same
     for k, v in same.items():
         if not v:
@@ -634,6 +644,40 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"all correctness checks passed ({results['seconds_total']} s)")
     return 0
+
+
+def compiled_rows(wanted: bool, out: Path, jobs: int, no_peers: list[str], pcap: Path, pcapng: Path,
+                  bench_row: Callable[..., Row]) -> Path | None:
+    """The main commands again with the compiled build (mypyc, ``LOOPCAP_MYPYC=1``); its ``--no-peers``
+    document (to compare with the pure build's), or None when not run."""
+    if not wanted:
+        return None
+    sys.path.insert(0, str(REPO / "scripts"))
+    import build_compiled
+
+    reason = build_compiled.why_not()
+    if reason is not None:
+        log(f"compiled build: skipped ({reason})")
+        return None
+    log("compiled build: building (mypyc, a few minutes; reused while the sources do not change) ...")
+    site = build_compiled.build(out / "compiled")
+    compileall.compile_dir(site, quiet=1)
+    # the compiled package first on the path, and not the checkout (the working directory of
+    # ``python -m``, so not the repository)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    row = functools.partial(bench_row, env=env, cwd=out)
+    cli = [PY, "-m", "loopcap", "analyze", "--json"]
+    name = "loopcap analyze --json, compiled (mypyc)"
+    row(f"{name}, default, {jobs} processes", [*cli, "-j", str(jobs), str(pcap)], pcap)
+    if jobs > 1:
+        row(f"{name}, default, -j 1", [*cli, "-j", "1", str(pcap)], pcap)
+    if not no_peers:
+        return None
+    doc = out / "no-peers-compiled.json"
+    row(f"{name} --no-peers, {jobs} processes", [*cli, *no_peers, "-j", str(jobs), str(pcap)], pcap, keep=doc)
+    row(f"{name} --no-peers, {jobs} processes", [*cli, *no_peers, "-j", str(jobs), str(pcapng)], pcapng)
+    row(f"{name} --no-peers -j 1", [*cli, *no_peers, "-j", "1", str(pcap)], pcap)
+    return doc
 
 
 def render(results: dict[str, Any], rows: list[Row], ref: dict[str, float], tshark_s: float) -> str:
