@@ -76,6 +76,11 @@ if TYPE_CHECKING:  # pragma: no cover
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 NS = 1_000_000_000
+TOO_LARGE_SEQ_DELTA = 1048576
+#: :meth:`_TcpConn.process` takes its steady path where it can (tests turn it off to compare)
+STEADY_PATH = True
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def seconds(ns: int) -> float:
@@ -83,11 +88,7 @@ def seconds(ns: int) -> float:
     (mypyc) divides ints as floats, and a time stamp in nanoseconds is past 2**53, so it would be
     rounded twice (1795237369.4725828 instead of 1795237369.472583)."""
     return float(operator.truediv(ns, NS))
-TOO_LARGE_SEQ_DELTA = 1048576
-#: :meth:`_TcpConn.process` takes its steady path where it can (tests turn it off to compare)
-STEADY_PATH = True
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ---------------------------------------------------------------------------------------------
 # options
