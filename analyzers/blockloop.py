@@ -84,6 +84,11 @@ def _be32(a: Any, at: Any) -> Any:
     return (_be16(a, at) << 16) | _be16(a, at + 2)
 
 
+def _ints(column: Any) -> list[int]:
+    """A column as a list of ints (typed: the compiled build keeps the loops' integers unboxed)."""
+    return column.tolist()  # type: ignore[no-any-return]
+
+
 def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any]:
     """Every record's header fields and, for Ethernet, the fast path's classification and fields
     (and ``a``: the block's bytes and :data:`_PAD`, as uint8)."""
@@ -194,10 +199,10 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
         if first_ts is None:
             first_ts = int(c["ts"][0])
         if linktype != 1:  # no fast path: every record through the decoder
-            tsl = c["ts"].tolist()
-            pl = c["p"].tolist()
-            cl = c["caplen"].tolist()
-            wl = c["wirelen"].tolist()
+            tsl = _ints(c["ts"])
+            pl = _ints(c["p"])
+            cl = _ints(c["caplen"])
+            wl = _ints(c["wirelen"])
             for i, p in enumerate(pl):
                 one(block.frame0 + i + 1, tsl[i], linktype, buf[p:p + cl[i]], wl[i])
         else:
@@ -209,29 +214,29 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
                 if streaming:
                     keep |= (n0 + np.arange(1, count + 1)) % EXPIRE_EVERY == 0
                 sel = np.flatnonzero(keep)
-                idxl: list[int] | range = sel.tolist()
+                idxl: list[int] | range = _ints(sel)
                 cols = {name: c[name][sel] for name in _PER_RECORD}
             else:
                 idxl = range(count)
                 cols = c
-            tsl = cols["ts"].tolist()
-            pl = cols["p"].tolist()
-            cl = cols["caplen"].tolist()
-            wl = cols["wirelen"].tolist()
-            kind = cols["kind"].tolist()
-            seql = cols["seq"].tolist()
-            ipl = cols["ip_bytes"].tolist()
-            psl = cols["ps"].tolist()
-            stl = cols["stop"].tolist()
-            ksl = cols["ks"].tolist()
-            kel = cols["ke"].tolist()
-            spl = cols["sport"].tolist()
-            dpl = cols["dport"].tolist()
-            ackl = cols["ack"].tolist()
-            fll = cols["flags"].tolist()
-            wnl = cols["window"].tolist()
-            l4l = cols["l4"].tolist()
-            pwl = cols["paylen"].tolist()
+            tsl = _ints(cols["ts"])
+            pl = _ints(cols["p"])
+            cl = _ints(cols["caplen"])
+            wl = _ints(cols["wirelen"])
+            kind = _ints(cols["kind"])
+            seql = _ints(cols["seq"])
+            ipl = _ints(cols["ip_bytes"])
+            psl = _ints(cols["ps"])
+            stl = _ints(cols["stop"])
+            ksl = _ints(cols["ks"])
+            kel = _ints(cols["ke"])
+            spl = _ints(cols["sport"])
+            dpl = _ints(cols["dport"])
+            ackl = _ints(cols["ack"])
+            fll = _ints(cols["flags"])
+            wnl = _ints(cols["window"])
+            l4l = _ints(cols["l4"])
+            pwl = _ints(cols["paylen"])
             i = -1
             frame0 = block.frame0 + 1  # pcapng: blocks without a packet count as frames, so not always n
             for idx, kd, ts, seq, ip_bytes, ps, stop, ks, ke in zip(idxl, kind, tsl, seql, ipl, psl, stl, ksl,
@@ -415,26 +420,26 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
         count = len(c["p"])
         if not count:
             continue
-        tsl = c["ts"].tolist()
+        tsl = _ints(c["ts"])
         if first_ts is None:
             first_ts = tsl[0]
-        pl = c["p"].tolist()
-        cl = c["caplen"].tolist()
-        wl = c["wirelen"].tolist()
+        pl = _ints(c["p"])
+        cl = _ints(c["caplen"])
+        wl = _ints(c["wirelen"])
         frame0 = block.frame0 + 1
         if linktype != 1:
             kind = [0] * count
         else:
-            kind = c["kind"].tolist()
-            seql, ipl, psl, stl = c["seq"].tolist(), c["ip_bytes"].tolist(), c["ps"].tolist(), c["stop"].tolist()
-            ksl, kel, spl, dpl = c["ks"].tolist(), c["ke"].tolist(), c["sport"].tolist(), c["dport"].tolist()
-            ackl, fll, wnl = c["ack"].tolist(), c["flags"].tolist(), c["window"].tolist()
-            l4l, pwl = c["l4"].tolist(), c["paylen"].tolist()
+            kind = _ints(c["kind"])
+            seql, ipl, psl, stl = _ints(c["seq"]), _ints(c["ip_bytes"]), _ints(c["ps"]), _ints(c["stop"])
+            ksl, kel, spl, dpl = _ints(c["ks"]), _ints(c["ke"]), _ints(c["sport"]), _ints(c["dport"])
+            ackl, fll, wnl = _ints(c["ack"]), _ints(c["flags"]), _ints(c["window"])
+            l4l, pwl = _ints(c["l4"]), _ints(c["paylen"])
             status: list[int] = []
             fast = np.flatnonzero((c["kind"] == 1) | (c["kind"] == 2))  # (3: another shard's)
             if checks and len(fast):
                 status = [0] * count
-                for i, code in zip(fast.tolist(), _tcp_checksums(c, fast, sums), strict=True):
+                for i, code in zip(_ints(fast), _tcp_checksums(c, fast, sums), strict=True):
                     status[i] = code
         for i in range(count):
             n += 1

@@ -129,6 +129,54 @@ def _read_in_steps(read: Callable[[int], bytes], n: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+# the record walks of the block readers: module functions, so that their integers are plain ``int``
+# locals (the compiled build keeps them unboxed; a generator's locals live in its frame object)
+
+
+def _walk_pcap(buf: bytes, off: int, caplen_at: Callable[[bytes, int], tuple[Any, ...]],
+               starts: list[int]) -> tuple[int, bool]:
+    """Classic pcap: append to ``starts`` the offsets of the whole records of ``buf`` from ``off``;
+    return where the walk stopped and whether every length read was sane (not over
+    :data:`MAX_RECORD_BYTES`)."""
+    n = len(buf)
+    limit = MAX_RECORD_BYTES
+    add = starts.append
+    while off + 16 <= n:
+        caplen: int = caplen_at(buf, off + 8)[0]
+        if caplen > limit:
+            return off, False
+        end = off + 16 + caplen
+        if end > n:
+            break
+        add(off)
+        off = end
+    return off, True
+
+
+def _walk_epbs(buf: bytes, pos: int, head: Callable[[bytes, int], tuple[Any, ...]],
+               trailer_at: Callable[[bytes, int], tuple[Any, ...]], interfaces: int,
+               starts: list[int]) -> tuple[int, int]:
+    """pcapng: append to ``starts`` the offsets of the run of whole, sane Enhanced Packet Blocks of
+    one interface at ``pos`` of ``buf``; return where the run stopped and its interface (-1: none)."""
+    n = len(buf)
+    add = starts.append
+    iface = -1
+    while pos + 32 <= n:
+        fields = head(buf, pos)
+        btype: int = fields[0]
+        blen: int = fields[1]
+        ifc: int = fields[2]
+        caplen: int = fields[5]
+        if (btype != BLOCK_EPB or blen % 4 or blen < 32 or blen > MAX_BLOCK_BYTES
+                or caplen > blen - 32 or ifc >= interfaces or (iface >= 0 and ifc != iface)
+                or pos + blen > n or trailer_at(buf, pos + blen - 4)[0] != blen):
+            break
+        iface = ifc
+        add(pos)
+        pos += blen
+    return pos, iface
+
+
 def _resolution(code: int) -> tuple[int, int]:
     """pcapng if_tsresol -> (mul, div) so that ns = raw * mul // div."""
     if code & 0x80:
@@ -298,7 +346,6 @@ class CaptureReader:
         chunk = chunk or BLOCK_READ_BYTES
         read = self._f.read
         caplen_at = struct.Struct(self._endian + "I").unpack_from
-        limit = MAX_RECORD_BYTES
         frame = 0
         base = self.offset  # the file offset of buf[0]
         rest = b""
@@ -308,21 +355,8 @@ class CaptureReader:
             except OSError as exc:
                 raise CaptureFormatError(f"read error: {exc.strerror}", path=self.name, offset=base) from None
             buf = rest + data if rest else data
-            n = len(buf)
-            off = 0
             starts: list[int] = []
-            add = starts.append
-            sane = True
-            while off + 16 <= n:
-                caplen = caplen_at(buf, off + 8)[0]
-                if caplen > limit:
-                    sane = False
-                    break
-                end = off + 16 + caplen
-                if end > n:
-                    break
-                add(off)
-                off = end
+            off, sane = _walk_pcap(buf, 0, caplen_at, starts)
             if starts:
                 yield RecordBlock(frame, buf, starts, self.interfaces[0].linktype, False, self._endian == ">",
                                   1 if self.nanosecond else 1000)
@@ -375,17 +409,7 @@ class CaptureReader:
             while True:
                 n = len(buf)
                 starts: list[int] = []
-                add = starts.append
-                iface = -1
-                while pos + 32 <= n:
-                    btype, blen, ifc, _hi, _lo, caplen, _wire = head(buf, pos)
-                    if (btype != BLOCK_EPB or blen % 4 or blen < 32 or blen > MAX_BLOCK_BYTES
-                            or caplen > blen - 32 or ifc >= len(interfaces) or (starts and ifc != iface)
-                            or pos + blen > n or trailer_at(buf, pos + blen - 4)[0] != blen):
-                        break
-                    iface = ifc
-                    add(pos)
-                    pos += blen
+                pos, iface = _walk_epbs(buf, pos, head, trailer_at, len(interfaces), starts)
                 if starts:
                     ifd = interfaces[iface]
                     mul, div = ifd.ts_divisor_ns
