@@ -228,6 +228,43 @@ def tcp_summary_warnings(c: dict[str, Any]) -> list[str]:
 EXPIRE_EVERY = 4096
 
 
+class _ObservedFeeds:
+    """The trackers' feeds that also show every segment and datagram to the observers (bound
+    methods of an object, not closures: a closure compiled by mypyc shares its parent's locals in a
+    reference cycle, which would keep the trackers until the paused collector runs)."""
+
+    def __init__(self, tcp: TcpTracker, udp: UdpTracker, observers: list[Observer]) -> None:
+        self._tcp = tcp
+        self._udp = udp
+        self._by_key = tcp._by_key
+        self._idle = tcp.idle_limit_ns
+        self._observers = observers
+
+    def tcp(self, seg: TcpSegment) -> TcpConnection:
+        # the tracker's fast path (as in _loop_fast) for in-order ACK / ACK+PSH segments fully
+        # captured on a steady connection; the observers see every segment either way
+        conn = None
+        flags = seg.flags
+        if (flags == 0x10 or flags == 0x18) and len(seg.payload) == seg.paylen:
+            a = (seg.src, seg.sport)
+            b = (seg.dst, seg.dport)
+            c = self._by_key.get((a, b) if a <= b else (b, a))
+            if c is not None and c.steady and seg.ts_ns - c.last_ts <= self._idle and c.add_steady(
+                    0 if a == c.ep[0] else 1, seg.frame, seg.ts_ns, seg.seq, seg.ip_bytes, seg.payload):
+                conn = c
+        if conn is None:
+            conn = self._tcp.feed(seg)
+        for ob in self._observers:
+            ob.on_tcp(conn, seg)
+        return conn
+
+    def udp(self, dg: UdpDatagram) -> UdpConversation:
+        conv = self._udp.feed(dg)
+        for ob in self._observers:
+            ob.on_udp(conv, dg)
+        return conv
+
+
 def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | None = None,
                     *, file: str | None = None, blocks: CaptureReader | None = None,
                     on_block: Callable[[int], None] | None = None) -> Analysis:
@@ -248,33 +285,8 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
     observers = list(opts.observers)
     res.observers = observers
     if observers:
-        by_key = tcp._by_key
-        idle = tcp.idle_limit_ns
-
-        def feed_tcp_observed(seg: TcpSegment) -> TcpConnection:
-            # the tracker's fast path (as in _loop_fast) for in-order ACK / ACK+PSH segments fully
-            # captured on a steady connection; the observers see every segment either way
-            conn = None
-            flags = seg.flags
-            if (flags == 0x10 or flags == 0x18) and len(seg.payload) == seg.paylen:
-                a = (seg.src, seg.sport)
-                b = (seg.dst, seg.dport)
-                c = by_key.get((a, b) if a <= b else (b, a))
-                if c is not None and c.steady and seg.ts_ns - c.last_ts <= idle and c.add_steady(
-                        0 if a == c.ep[0] else 1, seg.frame, seg.ts_ns, seg.seq, seg.ip_bytes, seg.payload):
-                    conn = c
-            if conn is None:
-                conn = tcp.feed(seg)
-            for ob in observers:
-                ob.on_tcp(conn, seg)
-            return conn
-
-        def feed_udp_observed(dg: UdpDatagram) -> UdpConversation:
-            conv = udp.feed(dg)
-            for ob in observers:
-                ob.on_udp(conv, dg)
-            return conv
-        feed_tcp, feed_udp = feed_tcp_observed, feed_udp_observed
+        feeds = _ObservedFeeds(tcp, udp, observers)
+        feed_tcp, feed_udp = feeds.tcp, feeds.udp
     with gc_paused():
         if observers or opts.decoder_factory is not None:
             if opts.shard is not None and not shardable(observers):

@@ -173,22 +173,18 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
     first_ts: int | None = None
     ts = 0
 
-    def one(frame: int, ts: int, linktype: int, data: bytes, wirelen: int) -> None:
-        """A record the fast path does not read in place: counted (expiring on time), decoded, fed."""
-        nonlocal n
-        n += 1
-        if streaming and not n % EXPIRE_EVERY:
-            tcp.expire(ts)
-            udp.expire(ts)
-        decode_and_feed(frame, ts, linktype, data, wirelen, res, decode, tcp, udp, k, shards, raw_owner, flow_owner)
-
     blocks = reader.pcapng_blocks() if reader.file_format == "pcapng" else reader.pcap_blocks()
     for block in blocks:
         if isinstance(block, PacketRecord):  # the reader's tail, one record at a time
             ts = block.ts_ns
             if first_ts is None:
                 first_ts = ts
-            one(block.frame, ts, block.linktype, block.data, block.wirelen)
+            n += 1
+            if streaming and not n % EXPIRE_EVERY:
+                tcp.expire(ts)
+                udp.expire(ts)
+            decode_and_feed(block.frame, ts, block.linktype, block.data, block.wirelen, res, decode, tcp, udp, k,
+                            shards, raw_owner, flow_owner)
             continue
         buf = block.buf
         linktype = block.linktype
@@ -204,7 +200,13 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
             cl = _ints(c["caplen"])
             wl = _ints(c["wirelen"])
             for i, p in enumerate(pl):
-                one(block.frame0 + i + 1, tsl[i], linktype, buf[p:p + cl[i]], wl[i])
+                n += 1
+                ts = tsl[i]
+                if streaming and not n % EXPIRE_EVERY:
+                    tcp.expire(ts)
+                    udp.expire(ts)
+                decode_and_feed(block.frame0 + i + 1, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, tcp, udp, k,
+                                shards, raw_owner, flow_owner)
         else:
             if len(flows) > MAX_CACHED_FLOWS:
                 flows.clear()
@@ -392,10 +394,6 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
     first_ts: int | None = None
     ts = 0
 
-    def one(frame: int, ts: int, linktype: int, data: bytes, wirelen: int) -> None:
-        decode_and_observe(frame, ts, linktype, data, wirelen, res, decode, feed_tcp, feed_udp, tcp, udp, observers,
-                           shard)
-
     skips = [ob.on_skip for ob in observers] if shard is not None else []
     sums = _WordSums()
 
@@ -412,7 +410,8 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
             if streaming and not n % EXPIRE_EVERY:
                 tcp.expire(ts)
                 udp.expire(ts)
-            one(block.frame, ts, block.linktype, block.data, block.wirelen)
+            decode_and_observe(block.frame, ts, block.linktype, block.data, block.wirelen, res, decode, feed_tcp,
+                               feed_udp, tcp, udp, observers, shard)
             continue
         buf = block.buf
         linktype = block.linktype
@@ -464,7 +463,8 @@ def loop_blocks_observed(reader: CaptureReader, res: Analysis, decoder: Any, fee
                 feed_tcp(seg)
             else:
                 p = pl[i]
-                one(frame0 + i, ts, linktype, buf[p:p + cl[i]], wl[i])
+                decode_and_observe(frame0 + i, ts, linktype, buf[p:p + cl[i]], wl[i], res, decode, feed_tcp, feed_udp,
+                                   tcp, udp, observers, shard)
         ts = tsl[-1]
         if progress is not None:
             progress(n)

@@ -32,7 +32,7 @@ UNIT_TESTS = ("test_fast_path.py", "test_blockloop.py", "test_loops_mixed.py", "
               "test_summary_speed_equivalence.py", "test_tombstones.py", "test_http_messages.py",
               "test_corpus_truth.py", "test_shard_peers.py", "test_parallel.py", "test_dask_engine.py",
               "test_zeek_conformance.py", "test_malformed_corpus.py", "test_golden.py", "test_cli_analyze.py",
-              "test_pickling.py")
+              "test_pickling.py", "test_reference_cycles.py")
 #: single tests in those files that swap a compiled class's method to watch it
 UNIT_DESELECT = ("test_streaming.py::test_streamed_peers_views_forget_zeek_connections_once_they_are_written",)
 
