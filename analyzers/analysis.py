@@ -301,11 +301,12 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
             n, first_ts, ts = blockloop.loop_blocks(blocks, res, decode, tcp, udp, opts.shard, on_block)
         else:
             n, first_ts, ts = _loop_fast(records, res, decode, tcp, udp, opts.shard)
+        # (still paused: streaming, the end of the capture hands out every open connection)
+        res.tcp = tcp.finish()
+        res.udp = udp.finish()
     res.packets = n
     res.first_ts = first_ts
     res.last_ts = ts if n else None
-    res.tcp = tcp.finish()
-    res.udp = udp.finish()
     res.late_tcp = (tcp.late_count, tcp.late)
     res.late_udp = (udp.late_count, udp.late)
     res.fragments_pending = sum(len(fs.frames) for fs in decoder.reassembler._sets.values())

@@ -30,7 +30,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, shardable
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, gc_paused, shardable
 from analyzers.errors import LoopcapError
 from analyzers.jsonout import SPOOL_BUFFER, EncodedItems, dumps_bytes, write_document
 from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
@@ -346,7 +346,8 @@ class _SlotProgress:
 def _shard_task(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str) -> ShardSpool:
     """Worker of :func:`analyze_file_sharded`: :func:`_stream_shard`, its progress in the run's slots."""
     progress = _SlotProgress(_SLOTS, shard, shards) if _SLOTS is not None else None
-    return _stream_shard(path, shard, shards, options, spool_path, progress=progress)
+    with gc_paused():  # the observers' last rows and the sealing too (see gc_paused)
+        return _stream_shard(path, shard, shards, options, spool_path, progress=progress)
 
 
 def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSpool], SpoolReader]

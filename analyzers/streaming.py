@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import IO, Any, Protocol
 
-from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, tcp_summary_warnings
+from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, gc_paused, tcp_summary_warnings
 from analyzers.errors import LoopcapError
 from analyzers.jsonout import SPOOL_BUFFER, EncodedItems, dumps_bytes, write_document
 from analyzers.parallel import carry, raise_carried
@@ -195,10 +195,11 @@ def analyze_file_streamed(path: str | os.PathLike[str], consume: Callable[[dict[
     opts = replace(opts, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done)
     name = os.fspath(path)
     try:
-        res = analyze_file(name, opts, progress=progress)
-        sink.finish()
-        res.streamed_warnings = [w for _, ws in sorted(sink.warned, key=lambda x: x[0]) for w in ws]
-        consume(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()))
+        with gc_paused():  # the observers' last rows and the document too (see gc_paused)
+            res = analyze_file(name, opts, progress=progress)
+            sink.finish()
+            res.streamed_warnings = [w for _, ws in sorted(sink.warned, key=lambda x: x[0]) for w in ws]
+            consume(res.to_dict(tcp=spools["tcp"].items(), udp=spools["udp"].items()))
     finally:
         for spool in spools.values():
             spool.close()
