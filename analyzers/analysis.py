@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from analyzers import blockloop
 from analyzers.decode import FRAGMENT, Decoder, IcmpError, Malformed, TcpSegment, UdpDatagram, linktype_name
@@ -25,8 +25,8 @@ from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection, TcpTracker
 from analyzers.udp import MAX_DATAGRAM_RECORDS, UdpConversation, UdpTracker
 
-SCHEMA = "loopcap/1"
-MAX_MALFORMED_LISTED = 100
+SCHEMA: Final = "loopcap/1"
+MAX_MALFORMED_LISTED: Final = 100
 
 
 @contextmanager
@@ -379,7 +379,7 @@ def decode_and_observe(frame: int, ts: int, linktype: int, data: bytes, wirelen:
             ob.on_skip(frame, ts)  # type: ignore[attr-defined]
 
 
-_TCP_HEADER = struct.Struct(">HHIIHH")
+_TCP_HEADER: Final = struct.Struct(">HHIIHH")
 
 
 def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[..., object],

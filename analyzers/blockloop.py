@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from analyzers.decode import TcpSegment
 from analyzers.pcapfile import CaptureReader, PacketRecord, RecordBlock
@@ -39,11 +39,11 @@ except ImportError:  # pragma: no cover - numpy is a dependency; the plain loop 
 
 #: the 4-tuple cache is emptied when it holds this many flows (it only ever saves a look-up; a
 #: streaming analysis also empties it every ``EXPIRE_EVERY`` packets)
-MAX_CACHED_FLOWS = 16_384
+MAX_CACHED_FLOWS: Final = 16_384
 #: zero bytes after a block's buffer, so that fixed-offset reads past a short last record stay inside
-_PAD = b"\0" * 128
+_PAD: Final = b"\0" * 128
 #: the columns :func:`loop_blocks` reads per record
-_PER_RECORD = ("ts", "p", "caplen", "wirelen", "kind", "seq", "ip_bytes", "ps", "stop", "ks", "ke", "sport", "dport",
+_PER_RECORD: Final = ("ts", "p", "caplen", "wirelen", "kind", "seq", "ip_bytes", "ps", "stop", "ks", "ke", "sport", "dport",
                "ack", "flags", "window", "l4", "paylen")
 
 
@@ -292,7 +292,7 @@ def loop_blocks(reader: CaptureReader, res: Analysis, decode: Callable[..., obje
 #: how much of the file :func:`loop_blocks_observed` reads at a time
 OBSERVED_BLOCK_BYTES = 256 * 1024
 #: checksum statuses by code (see :func:`_tcp_checksums`)
-_STATUS = ("ok", "partial", "bad", "bad_ip", "unverified")
+_STATUS: Final = ("ok", "partial", "bad", "bad_ip", "unverified")
 
 
 class _WordSums:

@@ -43,11 +43,11 @@ ZERO: Final = "zero"
 UNVERIFIED: Final = "unverified"
 
 #: statuses under which a packet is fine for any consumer that checks checksums strictly
-VALID_STRICT = frozenset((OK, ZERO, UNVERIFIED))
+VALID_STRICT: Final = frozenset((OK, ZERO, UNVERIFIED))
 #: statuses that a consumer accepting offloaded (partial) checksums takes as valid
-VALID_LENIENT = VALID_STRICT | {PARTIAL}
+VALID_LENIENT: Final = VALID_STRICT | {PARTIAL}
 
-_CHECKSUM_OFFSET = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2, PROTO_ICMPV6: 2}
+_CHECKSUM_OFFSET: Final = {PROTO_TCP: 16, PROTO_UDP: 6, PROTO_ICMP: 2, PROTO_ICMPV6: 2}
 
 
 def ones_sum(data: bytes | bytearray | memoryview, start: int = 0) -> int:

@@ -15,7 +15,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from analyzers.picklable import fields_reduce, rebuild, set_only
 
@@ -127,8 +127,8 @@ class IcmpError:
 
 
 # what decode() may return besides a segment/datagram
-OTHER = "other"  # not TCP/UDP (ARP, ICMP, another protocol) - nothing to analyze
-FRAGMENT = "fragment"  # an IP fragment whose datagram is not complete yet
+OTHER: Final = "other"  # not TCP/UDP (ARP, ICMP, another protocol) - nothing to analyze
+FRAGMENT: Final = "fragment"  # an IP fragment whose datagram is not complete yet
 
 
 class IcmpPacket:
@@ -165,9 +165,9 @@ def format_ip(addr: bytes) -> str:
 # ---------------------------------------------------------------------------------------------
 # link layers: each returns (ethertype, offset) or raises _Bad
 
-ETH_IPV4 = 0x0800
-ETH_IPV6 = 0x86DD
-VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+ETH_IPV4: Final = 0x0800
+ETH_IPV6: Final = 0x86DD
+VLAN_TYPES: Final = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
 
 
 class _Bad(Exception):
@@ -177,9 +177,9 @@ class _Bad(Exception):
 
 
 #: PPP protocol numbers of IPv4 and IPv6
-_PPP_IP = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
-ETH_PPPOE_SESSION = 0x8864
-ETH_MPLS = frozenset((0x8847, 0x8848))
+_PPP_IP: Final = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}
+ETH_PPPOE_SESSION: Final = 0x8864
+ETH_MPLS: Final = frozenset((0x8847, 0x8848))
 
 
 def _ppp(data: bytes, off: int) -> tuple[int, int]:
@@ -227,7 +227,7 @@ def _link_ethernet(data: bytes) -> tuple[int, int]:
     return _ether_type_walk(data, (data[12] << 8) | data[13], 14)
 
 
-_AF_TO_ETHERTYPE = {2: ETH_IPV4, 24: ETH_IPV6, 28: ETH_IPV6, 30: ETH_IPV6, 10: ETH_IPV6}
+_AF_TO_ETHERTYPE: Final = {2: ETH_IPV4, 24: ETH_IPV6, 28: ETH_IPV6, 30: ETH_IPV6, 10: ETH_IPV6}
 
 
 def _link_null(data: bytes) -> tuple[int, int]:
@@ -288,7 +288,7 @@ class LinkLayer:
 
 
 #: LINKTYPE_* value -> link layer.  See https://www.tcpdump.org/linktypes.html
-LINK_LAYERS: dict[int, LinkLayer] = {lt.linktype: lt for lt in (
+LINK_LAYERS: Final[dict[int, LinkLayer]] = {lt.linktype: lt for lt in (
     LinkLayer(0, "NULL (BSD loopback)", _link_null),
     LinkLayer(1, "Ethernet", _link_ethernet),
     LinkLayer(9, "PPP", _link_ppp),
@@ -322,8 +322,8 @@ class _FragSet:
 
 
 #: per incomplete datagram: fragment bytes held (two datagrams' worth) and fragments seen
-MAX_FRAGMENT_BYTES = 2 * 65535
-MAX_FRAGMENTS = 2 * 8192
+MAX_FRAGMENT_BYTES: Final = 2 * 65535
+MAX_FRAGMENTS: Final = 2 * 8192
 
 
 class Reassembler:
@@ -413,13 +413,13 @@ class Reassembler:
 # ---------------------------------------------------------------------------------------------
 # the decoder
 
-_IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140, 253, 254))  # hop-by-hop, routing, dest opts, mobility, HIP...
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_ICMP = 1
-PROTO_ICMPV6 = 58
-ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
-ICMPV6_ERRORS = frozenset((1, 2, 3, 4))
+_IPV6_EXT: Final = frozenset((0, 43, 60, 135, 139, 140, 253, 254))  # hop-by-hop, routing, dest opts, mobility, HIP...
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+PROTO_ICMP: Final = 1
+PROTO_ICMPV6: Final = 58
+ICMP_ERRORS: Final = frozenset((3, 4, 5, 11, 12))
+ICMPV6_ERRORS: Final = frozenset((1, 2, 3, 4))
 
 
 def _quoted_l4(frame: int, ts_ns: int, version: int, src: bytes, dst: bytes, proto: int,
@@ -633,10 +633,17 @@ def _quoted_l4_or_none(frame: int, ts_ns: int, seg: bytes, v6: bool) -> TcpSegme
 # ---------------------------------------------------------------------------------------------
 # TCP options
 
-TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR, TCP_NS = (
-    0x001, 0x002, 0x004, 0x008, 0x010, 0x020, 0x040, 0x080, 0x100)
+TCP_FIN: Final = 0x001
+TCP_SYN: Final = 0x002
+TCP_RST: Final = 0x004
+TCP_PSH: Final = 0x008
+TCP_ACK: Final = 0x010
+TCP_URG: Final = 0x020
+TCP_ECE: Final = 0x040
+TCP_CWR: Final = 0x080
+TCP_NS: Final = 0x100
 
-_FLAG_NAMES = ((TCP_NS, "NS"), (TCP_CWR, "CWR"), (TCP_ECE, "ECE"), (TCP_URG, "URG"), (TCP_ACK, "ACK"),
+_FLAG_NAMES: Final = ((TCP_NS, "NS"), (TCP_CWR, "CWR"), (TCP_ECE, "ECE"), (TCP_URG, "URG"), (TCP_ACK, "ACK"),
                (TCP_PSH, "PSH"), (TCP_RST, "RST"), (TCP_SYN, "SYN"), (TCP_FIN, "FIN"))
 
 

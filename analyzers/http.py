@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
-METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+METHODS: Final = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
 #: how an HTTP/1.x message starts: a status line or a request line's method and space
-_STARTS = (b"HTTP/1.", *(m + b" " for m in METHODS))
-_LONGEST_START = max(map(len, _STARTS))
+_STARTS: Final = (b"HTTP/1.", *(m + b" " for m in METHODS))
+_LONGEST_START: Final = max(map(len, _STARTS))
 
-MAX_HEADER_BYTES = 64 * 1024
-MAX_MESSAGES = 10_000
+MAX_HEADER_BYTES: Final = 64 * 1024
+MAX_MESSAGES: Final = 10_000
 #: longest chunk-size line (size, extensions, CR) accepted before its LF
-MAX_CHUNK_LINE_BYTES = 1024
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
+MAX_CHUNK_LINE_BYTES: Final = 1024
+_HEX_DIGITS: Final = b"0123456789abcdefABCDEF"
 
 
 def looks_like_http(probe: bytes) -> bool:

@@ -19,10 +19,10 @@ import codecs
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, Any, Final
 
 # no circular-reference bookkeeping: documents are trees (9% of the encoding time)
-_STDLIB = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
+_STDLIB: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
 
 _orjson: Callable[[Any], bytes] | None
 try:
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; the standard l
 #: rows): connections are a few kilobytes of JSON each, and with the default 8 KiB nearly every one
 #: was a system call of its own (0.37 s instead of 0.12 s for the 235 MB of a million-packet
 #: capture's connections)
-SPOOL_BUFFER = 1 << 18
+SPOOL_BUFFER: Final = 1 << 18
 
 
 def _encode_stdlib(value: Any) -> bytes:
@@ -124,7 +124,7 @@ def iter_document(doc: Mapping[str, Any], *, one_line: bool = False) -> Iterable
 
 
 #: encodings in which the document's ASCII text is its bytes as they are
-_ASCII_AS_IS = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
+_ASCII_AS_IS: Final = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
 
 
 def _binary_under(out: IO[str]) -> IO[bytes] | None:

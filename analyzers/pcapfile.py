@@ -23,34 +23,34 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Final, NamedTuple
 
 from analyzers.errors import CaptureFormatError
 from analyzers.picklable import fields_reduce
 
 #: No single record may claim more than this (Wireshark's own limit is 256 KiB for most link types;
 #: Linux loopback with GSO stays under 64 KiB + headers).  Larger lengths are treated as corruption.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
+MAX_RECORD_BYTES: Final = 16 * 1024 * 1024
 #: pcapng blocks (other than packet blocks) larger than this are treated as corruption.
-MAX_BLOCK_BYTES = MAX_RECORD_BYTES + 1024
+MAX_BLOCK_BYTES: Final = MAX_RECORD_BYTES + 1024
 #: lengths above this are read in steps of this size, so that a length that lies near the end of the file
 #: allocates what the file holds (plus one step), never what the length claims
-READ_STEP = 1024 * 1024
+READ_STEP: Final = 1024 * 1024
 #: how much :meth:`CaptureReader.pcap_blocks` reads at a time
 BLOCK_READ_BYTES = 1024 * 1024
 
-PCAP_MAGIC_US = 0xA1B2C3D4
-PCAP_MAGIC_NS = 0xA1B23C4D
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_BOM = 0x1A2B3C4D
+PCAP_MAGIC_US: Final = 0xA1B2C3D4
+PCAP_MAGIC_NS: Final = 0xA1B23C4D
+PCAPNG_SHB: Final = 0x0A0D0D0A
+PCAPNG_BOM: Final = 0x1A2B3C4D
 
-BLOCK_IDB = 0x00000001
-BLOCK_PB_OBSOLETE = 0x00000002
-BLOCK_SPB = 0x00000003
-BLOCK_EPB = 0x00000006
+BLOCK_IDB: Final = 0x00000001
+BLOCK_PB_OBSOLETE: Final = 0x00000002
+BLOCK_SPB: Final = 0x00000003
+BLOCK_EPB: Final = 0x00000006
 #: blocks that Wireshark shows as frames of their own (systemd journal export, sysdig events, custom
 #: blocks): they carry no packet for loopcap but take a frame number, so later frames keep Wireshark's
-RECORD_BLOCKS_WITHOUT_PACKET = frozenset((0x00000009, 0x00000204, 0x00000216, 0x00000221, 0x00000BAD,
+RECORD_BLOCKS_WITHOUT_PACKET: Final = frozenset((0x00000009, 0x00000204, 0x00000216, 0x00000221, 0x00000BAD,
                                           0x40000BAD))
 
 

@@ -26,9 +26,10 @@ import hashlib
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
-M32 = 0xFFFFFFFF
-HALF = 0x80000000
+M32: Final = 0xFFFFFFFF
+HALF: Final = 0x80000000
 
 
 def seq_lt(a: int, b: int) -> bool:

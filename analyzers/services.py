@@ -5,9 +5,9 @@ A fixed table (not /etc/services) so that output is the same on every machine.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-WELL_KNOWN: dict[int, str] = {
+WELL_KNOWN: Final[dict[int, str]] = {
     7: "echo", 20: "ftp-data", 21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 53: "domain (DNS)",
     67: "dhcp server", 68: "dhcp client", 69: "tftp", 80: "http", 110: "pop3", 123: "ntp", 143: "imap",
     161: "snmp", 389: "ldap", 443: "https", 465: "smtps", 514: "syslog", 587: "submission", 631: "ipp",
@@ -17,10 +17,10 @@ WELL_KNOWN: dict[int, str] = {
     27017: "mongodb",
 }
 #: the classic socket tutorials' ports, used by loopcap's generators
-DEMO_PORTS: dict[int, str] = {9999: "tcp-echo demo", 12345: "tcp-welcome demo", 1060: "udp-echo demo"}
+DEMO_PORTS: Final[dict[int, str]] = {9999: "tcp-echo demo", 12345: "tcp-welcome demo", 1060: "udp-echo demo"}
 
 #: Linux's default ip_local_port_range is 32768-60999; IANA's dynamic range is 49152-65535
-EPHEMERAL_START = 32768
+EPHEMERAL_START: Final = 32768
 
 
 def port_info(port: int) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import codecs
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, Final
 
 from analyzers.decode import TCP_ACK, TCP_RST, TCP_SYN, flags_str, format_ip
 from analyzers.reassembly import M32
@@ -34,22 +34,31 @@ from analyzers.udp import UdpConversation
 # mutate the documents), and its key order and values equal those of the straightforward version
 # (tests/test_summary_speed_equivalence.py and the golden tests hold it to that).
 
-SIDE = ("client", "server")
-KIND_NAMES = {"3way": "three-way", "4way": "four-way", "simultaneous": "simultaneous",
+SIDE: Final = ("client", "server")
+KIND_NAMES: Final = {"3way": "three-way", "4way": "four-way", "simultaneous": "simultaneous",
               "half_close": "half-close", "rst": "reset", "fin_one_side": "one-sided", "none": "none"}
 #: the role of each direction, indexed by the client's direction: ``_ROLES[cd][d]``
-_ROLES = (("client", "server"), ("server", "client"))
+_ROLES: Final = (("client", "server"), ("server", "client"))
 _by_frame = attrgetter("frame")
 _by_frame_first = itemgetter(0)
 # Enum members as constants: reading one from its class costs ~0.1 µs (EnumType has a __getattr__),
 # and a timeline reads a dozen per connection
-_SEND_SYN, _RECV_SYN = Event.SEND_SYN, Event.RECV_SYN
-_SEND_SYNACK, _RECV_SYNACK, _RECV_ACK_OF_SYN = Event.SEND_SYNACK, Event.RECV_SYNACK, Event.RECV_ACK_OF_SYN
-_SEND_FIN, _RECV_FIN, _RECV_ACK_OF_FIN = Event.SEND_FIN, Event.RECV_FIN, Event.RECV_ACK_OF_FIN
-_SEND_RST, _RECV_RST = Event.SEND_RST, Event.RECV_RST
-_CLOSED, _LISTEN, _ESTABLISHED = State.CLOSED, State.LISTEN, State.ESTABLISHED
-_SYN_SENT, _SYN_RECEIVED = State.SYN_SENT, State.SYN_RECEIVED
-_STATE_NAMES = {st: st.value for st in State}  # .value is a property call too
+_SEND_SYN: Final = Event.SEND_SYN
+_RECV_SYN: Final = Event.RECV_SYN
+_SEND_SYNACK: Final = Event.SEND_SYNACK
+_RECV_SYNACK: Final = Event.RECV_SYNACK
+_RECV_ACK_OF_SYN: Final = Event.RECV_ACK_OF_SYN
+_SEND_FIN: Final = Event.SEND_FIN
+_RECV_FIN: Final = Event.RECV_FIN
+_RECV_ACK_OF_FIN: Final = Event.RECV_ACK_OF_FIN
+_SEND_RST: Final = Event.SEND_RST
+_RECV_RST: Final = Event.RECV_RST
+_CLOSED: Final = State.CLOSED
+_LISTEN: Final = State.LISTEN
+_ESTABLISHED: Final = State.ESTABLISHED
+_SYN_SENT: Final = State.SYN_SENT
+_SYN_RECEIVED: Final = State.SYN_RECEIVED
+_STATE_NAMES: Final = {st: st.value for st in State}  # .value is a property call too
 
 
 class _FlagText(dict[int, str]):
@@ -60,7 +69,7 @@ class _FlagText(dict[int, str]):
         return text
 
 
-_FLAGS = _FlagText()
+_FLAGS: Final = _FlagText()
 
 
 class _IpText(dict[bytes, str]):
@@ -73,7 +82,7 @@ class _IpText(dict[bytes, str]):
         return text
 
 
-_IP_TEXT = _IpText()
+_IP_TEXT: Final = _IpText()
 
 
 def endpoint(ep: tuple[bytes, int]) -> dict[str, Any]:

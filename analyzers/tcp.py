@@ -16,6 +16,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from analyzers.decode import (
     TCP_ACK,
@@ -34,9 +35,9 @@ from analyzers.streams import StreamNumbers
 from analyzers.tombstones import Tombstones
 
 #: bound on the FIN/RST packets remembered per connection (a RST storm must not grow memory)
-MAX_TEARDOWN_PACKETS = 64
+MAX_TEARDOWN_PACKETS: Final = 64
 #: bytes of each direction kept for the summary's preview (its first 60) when not keeping everything
-PREVIEW_BYTES = 64
+PREVIEW_BYTES: Final = 64
 
 
 def _range_start(r: list[int]) -> int:
@@ -379,13 +380,13 @@ class TcpConnection:
 #: streaming: a closed connection (both FINs acknowledged, or a RST) is handed out once the
 #: capture's clock is this far past its last packet: Linux's TIME_WAIT (Zeek waits 5 s, but real
 #: captures have stragglers 15 s after a RST)
-CLOSED_LINGER_NS = 60 * 1_000_000_000
+CLOSED_LINGER_NS: Final = 60 * 1_000_000_000
 #: streaming: a connection that never closed is handed out after this long without a packet
 #: (twice Zeek's tcp_inactivity_timeout)
-IDLE_NS = 600 * 1_000_000_000
+IDLE_NS: Final = 600 * 1_000_000_000
 #: streaming: at most this many closed connections linger; past it the oldest are handed out early
 #: (a busy capture closes thousands per second: memory must not follow the rate times the linger)
-MAX_LINGERING = 2048
+MAX_LINGERING: Final = 2048
 
 
 class TcpTracker:

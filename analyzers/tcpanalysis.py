@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from analyzers.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment
 from analyzers.picklable import fresh_only
@@ -35,27 +35,27 @@ if TYPE_CHECKING:  # pragma: no cover
     from analyzers.tcp import TcpConnection
     from analyzers.udp import UdpConversation
 
-M32 = 0xFFFFFFFF
+M32: Final = 0xFFFFFFFF
 
 # ta->flags (packet-tcp.c)
-A_RETRANSMISSION = 0x0001
-A_LOST_PACKET = 0x0002
-A_ACK_LOST_PACKET = 0x0004
-A_KEEP_ALIVE = 0x0008
-A_DUPLICATE_ACK = 0x0010
-A_ZERO_WINDOW = 0x0020
-A_ZERO_WINDOW_PROBE = 0x0040
-A_ZERO_WINDOW_PROBE_ACK = 0x0080
-A_KEEP_ALIVE_ACK = 0x0100
-A_OUT_OF_ORDER = 0x0200
-A_FAST_RETRANSMISSION = 0x0400
-A_WINDOW_UPDATE = 0x0800
-A_WINDOW_FULL = 0x1000
-A_REUSED_PORTS = 0x2000
-A_SPURIOUS_RETRANSMISSION = 0x4000
+A_RETRANSMISSION: Final = 0x0001
+A_LOST_PACKET: Final = 0x0002
+A_ACK_LOST_PACKET: Final = 0x0004
+A_KEEP_ALIVE: Final = 0x0008
+A_DUPLICATE_ACK: Final = 0x0010
+A_ZERO_WINDOW: Final = 0x0020
+A_ZERO_WINDOW_PROBE: Final = 0x0040
+A_ZERO_WINDOW_PROBE_ACK: Final = 0x0080
+A_KEEP_ALIVE_ACK: Final = 0x0100
+A_OUT_OF_ORDER: Final = 0x0200
+A_FAST_RETRANSMISSION: Final = 0x0400
+A_WINDOW_UPDATE: Final = 0x0800
+A_WINDOW_FULL: Final = 0x1000
+A_REUSED_PORTS: Final = 0x2000
+A_SPURIOUS_RETRANSMISSION: Final = 0x4000
 
 #: flag bit -> tshark field name (``tcp.analysis.<name>``), in tshark's display order
-FLAG_NAMES: tuple[tuple[int, str], ...] = (
+FLAG_NAMES: Final[tuple[tuple[int, str], ...]] = (
     (A_RETRANSMISSION, "retransmission"),
     (A_FAST_RETRANSMISSION, "fast_retransmission"),
     (A_SPURIOUS_RETRANSMISSION, "spurious_retransmission"),
@@ -72,22 +72,26 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (A_ZERO_WINDOW, "zero_window"),
     (A_ZERO_WINDOW_PROBE_ACK, "zero_window_probe_ack"),
 )
-ALL_FLAGS: tuple[str, ...] = tuple(n for _, n in FLAG_NAMES)
+ALL_FLAGS: Final[tuple[str, ...]] = tuple(n for _, n in FLAG_NAMES)
 
-COMPLETENESS_SYNSENT, COMPLETENESS_SYNACK, COMPLETENESS_ACK = 0x01, 0x02, 0x04
-COMPLETENESS_DATA, COMPLETENESS_FIN, COMPLETENESS_RST = 0x08, 0x10, 0x20
-COMPLETENESS_NAMES = ((COMPLETENESS_SYNSENT, "SYN"), (COMPLETENESS_SYNACK, "SYN-ACK"), (COMPLETENESS_ACK, "ACK"),
+COMPLETENESS_SYNSENT: Final = 0x01
+COMPLETENESS_SYNACK: Final = 0x02
+COMPLETENESS_ACK: Final = 0x04
+COMPLETENESS_DATA: Final = 0x08
+COMPLETENESS_FIN: Final = 0x10
+COMPLETENESS_RST: Final = 0x20
+COMPLETENESS_NAMES: Final = ((COMPLETENESS_SYNSENT, "SYN"), (COMPLETENESS_SYNACK, "SYN-ACK"), (COMPLETENESS_ACK, "ACK"),
                       (COMPLETENESS_DATA, "DATA"), (COMPLETENESS_FIN, "FIN"), (COMPLETENESS_RST, "RST"))
 
 #: packet-tcp.h: beyond this many unacknowledged segments a flow stops remembering new ones
-TCP_MAX_UNACKED_SEGMENTS = 10000
+TCP_MAX_UNACKED_SEGMENTS: Final = 10000
 #: in-order ACK / ACK+PSH segments that no check can flag take :meth:`TcpAnalyzer._steady` (off: every
 #: segment takes the general path; tests/test_tcp_analysis_steady.py compares the two)
 STEADY_PATH = True
 #: fast retransmission window after the last duplicate ACK (packet-tcp.c: 20 ms)
-FAST_RETRANSMISSION_NS = 20_000_000
+FAST_RETRANSMISSION_NS: Final = 20_000_000
 #: out-of-order window when the initial RTT is unknown (packet-tcp.c: 3 ms)
-OOO_DEFAULT_NS = 3_000_000
+OOO_DEFAULT_NS: Final = 3_000_000
 
 
 def _gt(a: int, b: int) -> bool:
@@ -521,7 +525,7 @@ class TcpAnalyzer:
 
 #: streaming: how many 4-tuples are remembered at least, to tell that a new stream reuses one (twice as
 #: many at most; in memory: all)
-MAX_REMEMBERED_TUPLES = 1 << 16
+MAX_REMEMBERED_TUPLES: Final = 1 << 16
 
 
 class TcpAnalysisObserver:

@@ -8,9 +8,10 @@ flows, and their memory is the same at the first packet and at the billionth."""
 from __future__ import annotations
 
 from array import array
+from typing import Final
 
 #: how many handed-out flows are remembered at least (twice as many at most)
-MAX_TOMBSTONES = 16_384
+MAX_TOMBSTONES: Final = 16_384
 
 
 class HashMemory:

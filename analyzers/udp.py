@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from analyzers.decode import UdpDatagram
 from analyzers.streams import StreamNumbers
 from analyzers.tombstones import Tombstones
 
-PREVIEW_BYTES = 64
+PREVIEW_BYTES: Final = 64
 
 
 # slots: a streaming analysis holds the records of thousands of open conversations at once
@@ -60,12 +61,12 @@ class UdpConversation:
 
 
 #: datagram records kept per conversation (the rest are counted in ``dropped_records``); None: all
-MAX_DATAGRAM_RECORDS = 100
+MAX_DATAGRAM_RECORDS: Final = 100
 #: streaming: a conversation silent this long (capture time) is handed out (as TCP's idle limit;
 #: Zeek's udp_inactivity_timeout is one minute, tshark has none)
-IDLE_NS = 600 * 1_000_000_000
+IDLE_NS: Final = 600 * 1_000_000_000
 #: streaming: at most this many conversations stay open; past it the longest silent is handed out
-MAX_LIVE = 8192
+MAX_LIVE: Final = 8192
 
 
 class UdpTracker:

@@ -38,7 +38,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from analyzers.checksum import (
     BAD,
@@ -73,10 +73,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from analyzers.tcp import TcpConnection
     from analyzers.udp import UdpConversation
 
-M32 = 0xFFFFFFFF
-M64 = 0xFFFFFFFFFFFFFFFF
-NS = 1_000_000_000
-TOO_LARGE_SEQ_DELTA = 1048576
+M32: Final = 0xFFFFFFFF
+M64: Final = 0xFFFFFFFFFFFFFFFF
+NS: Final = 1_000_000_000
+TOO_LARGE_SEQ_DELTA: Final = 1048576
 #: :meth:`_TcpConn.process` takes its steady path where it can (tests turn it off to compare)
 STEADY_PATH = True
 
@@ -94,7 +94,7 @@ def seconds(ns: int) -> float:
 # options
 
 #: UDP ports of the tunnel packet analyzers, registered even in bare mode (base/packet-protocols)
-PACKET_PROTOCOL_PORTS: frozenset[tuple[int, str]] = frozenset(
+PACKET_PROTOCOL_PORTS: Final[frozenset[tuple[int, str]]] = frozenset(
     (p, "udp") for p in (2123, 2152, 3544, 4754, 4789, 5072, 6081))
 
 
@@ -112,7 +112,7 @@ def _ports(spec: str) -> frozenset[tuple[int, str]]:
 
 #: ``likely_server_ports`` of a default (non-bare) ``zeek -r`` run: every base/protocols script's
 #: ``Analyzer::register_for_ports`` (Zeek 9.1), plus :data:`PACKET_PROTOCOL_PORTS`
-DEFAULT_LIKELY_SERVER_PORTS: frozenset[tuple[int, str]] = _ports(
+DEFAULT_LIKELY_SERVER_PORTS: Final[frozenset[tuple[int, str]]] = _ports(
     "135/tcp 67/udp 4011/udp 20000/tcp+udp 53/tcp+udp 137/udp 5353/udp 5355/udp 79/tcp 21/tcp 2811/tcp "
     "80/tcp 81/tcp 631/tcp 1080/tcp 3128/tcp 8000/tcp 8080/tcp 8888/tcp 143/tcp 6666-6669/tcp 88/tcp+udp "
     "389/tcp+udp 3268/tcp 502/tcp 1883/tcp 1434/tcp 3306/tcp 123/udp 5432/tcp 443/tcp+udp 1812/udp "
@@ -121,7 +121,7 @@ DEFAULT_LIKELY_SERVER_PORTS: frozenset[tuple[int, str]] = _ports(
     "5269/tcp") | PACKET_PROTOCOL_PORTS
 
 #: Site::private_address_space (base/utils/site.zeek), local by default (private_address_space_is_local)
-PRIVATE_ADDRESS_SPACE: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in (
+PRIVATE_ADDRESS_SPACE: Final[tuple[Network, ...]] = tuple(ipaddress.ip_network(n) for n in (
     "0.0.0.0/8", "2002::/24", "10.0.0.0/8", "2002:a00::/24", "100.64.0.0/10", "2002:6440::/26", "127.0.0.0/8",
     "2002:7f00::/24", "169.254.0.0/16", "2002:a9fe::/32", "172.16.0.0/12", "2002:ac10::/28", "192.0.0.0/24",
     "2002:c000::/40", "192.0.2.0/24", "2002:c000:200::/40", "192.168.0.0/16", "2002:c0a8::/32", "198.18.0.0/15",
@@ -133,7 +133,7 @@ PRIVATE_ADDRESS_SPACE: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n
 #: checksum policies: ``verify`` is Zeek's default (any bad checksum discards the packet), ``ignore``
 #: is ``zeek -C``, ``auto`` verifies but accepts offloaded (partial) checksums, as Linux writes them on
 #: loopback and for every packet the capturing host sends through an offloading NIC
-CHECKSUM_MODES = ("auto", "verify", "ignore")
+CHECKSUM_MODES: Final = ("auto", "verify", "ignore")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class ZeekOptions:
 # conn.log rows
 
 #: conn.log columns and their Zeek types, in Zeek's order
-CONN_FIELDS: tuple[tuple[str, str], ...] = (
+CONN_FIELDS: Final[tuple[tuple[str, str], ...]] = (
     ("ts", "time"), ("uid", "string"), ("id.orig_h", "addr"), ("id.orig_p", "port"), ("id.resp_h", "addr"),
     ("id.resp_p", "port"), ("proto", "enum"), ("service", "string"), ("duration", "interval"),
     ("orig_bytes", "count"), ("resp_bytes", "count"), ("conn_state", "string"), ("local_orig", "bool"),
@@ -185,7 +185,7 @@ CONN_FIELDS: tuple[tuple[str, str], ...] = (
     ("tunnel_parents", "set[string]"), ("ip_proto", "count"))
 
 #: what each conn_state means (conn/main.zeek)
-CONN_STATE_MEANING = {
+CONN_STATE_MEANING: Final = {
     "S0": "connection attempt seen, no reply",
     "S1": "connection established, not terminated",
     "SF": "normal establishment and termination",
@@ -233,7 +233,7 @@ class _LocalNets:
         return hit
 
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def _uid(*parts: object) -> str:
@@ -315,9 +315,10 @@ class _TimerQueue:
 # ---------------------------------------------------------------------------------------------
 # connections (common part: Zeek's Connection / Session)
 
-ORIG_BIT, RESP_BIT = 1, 2
+ORIG_BIT: Final = 1
+RESP_BIT: Final = 2
 #: the "frame" of the removals at the end of the input (see :attr:`_Conn.removed_at`)
-FINISHED = 1 << 62
+FINISHED: Final = 1 << 62
 
 
 class _Conn:
@@ -472,13 +473,24 @@ class _Conn:
 # ---------------------------------------------------------------------------------------------
 # TCP: TCP_Endpoint + TCP_Reassembler + TCPSessionAdapter
 
-INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
-STATE_NAMES = ("TCP_INACTIVE", "TCP_SYN_SENT", "TCP_SYN_ACK_SENT", "TCP_PARTIAL", "TCP_ESTABLISHED",
+INACTIVE: Final = 0
+SYN_SENT: Final = 1
+SYN_ACK_SENT: Final = 2
+PARTIAL: Final = 3
+ESTABLISHED: Final = 4
+CLOSED: Final = 5
+RESET: Final = 6
+STATE_NAMES: Final = ("TCP_INACTIVE", "TCP_SYN_SENT", "TCP_SYN_ACK_SENT", "TCP_PARTIAL", "TCP_ESTABLISHED",
                "TCP_CLOSED", "TCP_RESET")
-_HANDSHAKE = frozenset((INACTIVE, SYN_SENT, SYN_ACK_SENT))
+_HANDSHAKE: Final = frozenset((INACTIVE, SYN_SENT, SYN_ACK_SENT))
 
-HIST_SYN_PKT, HIST_FIN_PKT, HIST_RST_PKT, HIST_FIN_RST_PKT = 0x1, 0x2, 0x4, 0x8
-HIST_DATA_PKT, HIST_ACK_PKT, HIST_MULTI_FLAG_PKT = 0x10, 0x20, 0x40
+HIST_SYN_PKT: Final = 0x1
+HIST_FIN_PKT: Final = 0x2
+HIST_RST_PKT: Final = 0x4
+HIST_FIN_RST_PKT: Final = 0x8
+HIST_DATA_PKT: Final = 0x10
+HIST_ACK_PKT: Final = 0x20
+HIST_MULTI_FLAG_PKT: Final = 0x40
 
 
 def _sdelta(a: int, b: int) -> int:
@@ -1819,7 +1831,7 @@ def contribute_shards(doc: dict[str, Any], parts: list[ZeekShardPart], lines: li
 
 
 #: the fields of a conn.log row that a loopcap stream's summary names
-_LINK_FIELDS = ("uid", "conn_state", "history", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
+_LINK_FIELDS: Final = ("uid", "conn_state", "history", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
 
 
 def _name_rows(item: dict[str, Any], kind: str, picked: list[dict[str, Any]]) -> None:
