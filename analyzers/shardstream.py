@@ -117,24 +117,25 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
                    shard=(shard, shards, _raw_shard, flow_shard), created={kind: creator(kind) for kind in KINDS})
     try:
-        try:
-            res = analyze_file(path, opts, progress=progress)
-            sink.finish()
-        except LoopcapError as err:
-            out.error = carry(err)
-            return out
-        finally:
-            f.close()
-            for fh in side.values():
-                fh.close()
-        out.warnings = sink.warned
-        part = zeek.shard_part() if zeek is not None else None
-        res.observers = []  # their parts are in the spools
-        out.late = {"tcp": res.late_tcp, "udp": res.late_udp}  # (new, old): creation frames
-        if shard == 0:
-            res.late_tcp = res.late_udp = (0, [])
-            out.base = res
-        _seal(out, side_paths, counts, part, rows_path if part is not None else None, sort)
+        with gc_paused():  # the observers' last rows and the sealing too (see gc_paused)
+            try:
+                res = analyze_file(path, opts, progress=progress)
+                sink.finish()
+            except LoopcapError as err:
+                out.error = carry(err)
+                return out
+            finally:
+                f.close()
+                for fh in side.values():
+                    fh.close()
+            out.warnings = sink.warned
+            part = zeek.shard_part() if zeek is not None else None
+            res.observers = []  # their parts are in the spools
+            out.late = {"tcp": res.late_tcp, "udp": res.late_udp}  # (new, old): creation frames
+            if shard == 0:
+                res.late_tcp = res.late_udp = (0, [])
+                out.base = res
+            _seal(out, side_paths, counts, part, rows_path if part is not None else None, sort)
     finally:
         for p in side_paths.values():
             with contextlib.suppress(FileNotFoundError):
@@ -346,8 +347,7 @@ class _SlotProgress:
 def _shard_task(path: str, shard: int, shards: int, options: AnalysisOptions, spool_path: str) -> ShardSpool:
     """Worker of :func:`analyze_file_sharded`: :func:`_stream_shard`, its progress in the run's slots."""
     progress = _SlotProgress(_SLOTS, shard, shards) if _SLOTS is not None else None
-    with gc_paused():  # the observers' last rows and the sealing too (see gc_paused)
-        return _stream_shard(path, shard, shards, options, spool_path, progress=progress)
+    return _stream_shard(path, shard, shards, options, spool_path, progress=progress)
 
 
 def document_from_spools(spools: list[ShardSpool], open_spool: Callable[[ShardSpool], SpoolReader]
