@@ -44,7 +44,7 @@ MAX_CACHED_FLOWS: Final = 16_384
 _PAD: Final = b"\0" * 128
 #: the columns :func:`loop_blocks` reads per record
 _PER_RECORD: Final = ("ts", "p", "caplen", "wirelen", "kind", "seq", "ip_bytes", "ps", "stop", "ks", "ke", "sport", "dport",
-               "ack", "flags", "window", "l4", "paylen")
+                      "ack", "flags", "window", "l4", "paylen")
 
 
 def available(reader: CaptureReader) -> bool:

@@ -644,7 +644,7 @@ TCP_CWR: Final = 0x080
 TCP_NS: Final = 0x100
 
 _FLAG_NAMES: Final = ((TCP_NS, "NS"), (TCP_CWR, "CWR"), (TCP_ECE, "ECE"), (TCP_URG, "URG"), (TCP_ACK, "ACK"),
-               (TCP_PSH, "PSH"), (TCP_RST, "RST"), (TCP_SYN, "SYN"), (TCP_FIN, "FIN"))
+                      (TCP_PSH, "PSH"), (TCP_RST, "RST"), (TCP_SYN, "SYN"), (TCP_FIN, "FIN"))
 
 
 def flags_str(flags: int) -> str:

@@ -51,7 +51,7 @@ BLOCK_EPB: Final = 0x00000006
 #: blocks that Wireshark shows as frames of their own (systemd journal export, sysdig events, custom
 #: blocks): they carry no packet for loopcap but take a frame number, so later frames keep Wireshark's
 RECORD_BLOCKS_WITHOUT_PACKET: Final = frozenset((0x00000009, 0x00000204, 0x00000216, 0x00000221, 0x00000BAD,
-                                          0x40000BAD))
+                                                 0x40000BAD))
 
 
 class RecordBlock(NamedTuple):

@@ -36,7 +36,7 @@ from analyzers.udp import UdpConversation
 
 SIDE: Final = ("client", "server")
 KIND_NAMES: Final = {"3way": "three-way", "4way": "four-way", "simultaneous": "simultaneous",
-              "half_close": "half-close", "rst": "reset", "fin_one_side": "one-sided", "none": "none"}
+                     "half_close": "half-close", "rst": "reset", "fin_one_side": "one-sided", "none": "none"}
 #: the role of each direction, indexed by the client's direction: ``_ROLES[cd][d]``
 _ROLES: Final = (("client", "server"), ("server", "client"))
 _by_frame = attrgetter("frame")

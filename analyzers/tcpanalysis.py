@@ -81,7 +81,7 @@ COMPLETENESS_DATA: Final = 0x08
 COMPLETENESS_FIN: Final = 0x10
 COMPLETENESS_RST: Final = 0x20
 COMPLETENESS_NAMES: Final = ((COMPLETENESS_SYNSENT, "SYN"), (COMPLETENESS_SYNACK, "SYN-ACK"), (COMPLETENESS_ACK, "ACK"),
-                      (COMPLETENESS_DATA, "DATA"), (COMPLETENESS_FIN, "FIN"), (COMPLETENESS_RST, "RST"))
+                             (COMPLETENESS_DATA, "DATA"), (COMPLETENESS_FIN, "FIN"), (COMPLETENESS_RST, "RST"))
 
 #: packet-tcp.h: beyond this many unacknowledged segments a flow stops remembering new ones
 TCP_MAX_UNACKED_SEGMENTS: Final = 10000

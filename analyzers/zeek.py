@@ -481,7 +481,7 @@ ESTABLISHED: Final = 4
 CLOSED: Final = 5
 RESET: Final = 6
 STATE_NAMES: Final = ("TCP_INACTIVE", "TCP_SYN_SENT", "TCP_SYN_ACK_SENT", "TCP_PARTIAL", "TCP_ESTABLISHED",
-               "TCP_CLOSED", "TCP_RESET")
+                      "TCP_CLOSED", "TCP_RESET")
 _HANDSHAKE: Final = frozenset((INACTIVE, SYN_SENT, SYN_ACK_SENT))
 
 HIST_SYN_PKT: Final = 0x1
