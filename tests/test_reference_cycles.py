@@ -23,10 +23,9 @@ from typing import Any
 import pytest
 from pcapbuild import Frame, TcpFlow, ethernet, pcap_file, udp_packet
 
-from analyzers.analysis import AnalysisOptions, analyze_file
+from analyzers.analysis import analyze_file
 from analyzers.streaming import analyze_file_streamed
-from analyzers.tcpanalysis import TcpAnalysisObserver
-from analyzers.zeek import ZeekObserver, ZeekOptions
+from loopcap.cli import _options
 
 START_NS = 1_700_000_000_000_000_000
 
@@ -50,23 +49,13 @@ def capture(path: Path, connections: int) -> Path:
     return path
 
 
-def options(peers: bool) -> AnalysisOptions:
-    """The CLI's options: the peers' views (Zeek's and Wireshark's) by default, none with --no-peers."""
-    opts = AnalysisOptions()
-    if peers:
-        zeek = ZeekObserver(ZeekOptions())
-        opts.observers = [zeek, TcpAnalysisObserver()]
-        opts.decoder_factory = zeek.make_decoder
-    return opts
-
-
 def cycles_left(path: Path, peers: bool, streamed: bool) -> int:
     """How many unreachable objects the collector finds after one analysis of ``path``."""
     gc.collect()
     was = gc.isenabled()
     gc.disable()
     try:
-        opts = options(peers)
+        opts = _options((), peers=peers)  # the CLI's: with the peers' views by default
         docs: list[dict[str, Any]] = []
         if streamed:
             res = analyze_file_streamed(path, docs.append, opts)
