@@ -62,9 +62,12 @@ class UdpConversation:
 
 #: datagram records kept per conversation (the rest are counted in ``dropped_records``); None: all
 MAX_DATAGRAM_RECORDS: Final = 100
-#: streaming: a conversation silent this long (capture time) is handed out (as TCP's idle limit;
-#: Zeek's udp_inactivity_timeout is one minute, tshark has none)
-IDLE_NS: Final = 600 * 1_000_000_000
+#: streaming: a conversation silent this long (capture time) is handed out: twice Zeek's
+#: udp_inactivity_timeout (one minute), as TCP's idle limit is twice Zeek's tcp_inactivity_timeout
+#: (tshark has none).  UDP has no close, so this is what bounds its memory on a long capture: at ten
+#: minutes nearly every conversation of a busy capture stayed until MAX_LIVE pushed it out, and with
+#: the Zeek view's connections waiting for them that was 17 MB of the default command at 1M packets
+IDLE_NS: Final = 120 * 1_000_000_000
 #: streaming: at most this many conversations stay open; past it the longest silent is handed out
 MAX_LIVE: Final = 8192
 

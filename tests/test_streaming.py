@@ -134,6 +134,10 @@ def many_connections(tmp_path: Path, conns: int, gap_s: float) -> Path:
     frames: list[Frame] = []
     t = 1_000_000_000_000_000_000
     step = int(gap_s * 1e9)
+    # UDP every tenth connection from one of 3 ports; with longer gaps more often, from 2 ports, so that
+    # a port is silent 40 to 90 s: past Zeek's one-minute UDP timeout (its connections split) but
+    # within the streamed trackers' two minutes (loopcap's conversation goes on, as in memory)
+    udp_every, udp_ports = (10, 3) if gap_s <= 2 else (max(1, round(45 / gap_s)), 2)
     long_a, long_b = ("127.0.0.9", 5000), ("127.0.0.1", 22)
     frames.append(Frame(t, ethernet(tcp_packet(long_a[0], long_a[1], long_b[0], long_b[1], 1, 0, "S"))))
     frames.append(Frame(t + 1, ethernet(tcp_packet(long_b[0], long_b[1], long_a[0], long_a[1], 7, 2, "SA"))))
@@ -153,8 +157,9 @@ def many_connections(tmp_path: Path, conns: int, gap_s: float) -> Path:
                                                                          b"pong", k=4),
                    seg(True, isn + 7 + len(str(i)), 82, "FA", k=5), seg(False, 82, isn + 8 + len(str(i)), "A", k=6),
                    seg(False, 82, isn + 8 + len(str(i)), "FA", k=7), seg(True, isn + 8 + len(str(i)), 83, "A", k=8)]
-        if i % 10 == 0:
-            frames.append(Frame(t + 9000, ethernet(udp_packet("127.0.0.1", 40000 + i % 3, "127.0.0.1", 53, b"q"))))
+        if i % udp_every == 0:
+            frames.append(Frame(t + 9000, ethernet(udp_packet("127.0.0.1", 40000 + (i // udp_every) % udp_ports,
+                                                              "127.0.0.1", 53, b"q"))))
         if i % 25 == 0:  # the long connection trickles on
             frames.append(Frame(t + 9500, ethernet(tcp_packet(long_a[0], long_a[1], long_b[0], long_b[1],
                                                               2 + i, 8, "PA", payload=b"k"))))
@@ -204,7 +209,7 @@ def test_reused_four_tuples_hand_the_old_connection_out_at_once(tmp_path: Path) 
 
 def test_a_packet_for_a_connection_already_handed_out_is_a_new_stream_and_a_warning(tmp_path: Path) -> None:
     """The one place where streaming differs from Wireshark: a 4-tuple that comes back after the
-    tracker let it go (UDP silent for ten minutes; TCP closed a minute ago) -- said in a warning,
+    tracker let it go (UDP silent for two minutes; TCP closed a minute ago) -- said in a warning,
     and decided by the packets' times alone, not by when the tracker last looked at its clock."""
     t = 1_700_000_000 * 10**9
     c, s = ("127.0.0.1", 41000), ("127.0.0.1", 7)
@@ -225,6 +230,26 @@ def test_a_packet_for_a_connection_already_handed_out_is_a_new_stream_and_a_warn
                for w in doc["warnings"]), doc["warnings"]
     assert any(w.startswith("1 UDP stream(s)") and "1 (was 0)" in w for w in doc["warnings"]), doc["warnings"]
     assert sharded(path, 2) == sharded(path, 3) == streamed(path)
+
+
+def test_a_udp_conversation_is_let_go_after_two_minutes_of_silence_and_not_before(tmp_path: Path) -> None:
+    """UDP has no close, so silence ends a conversation in a streamed analysis: two minutes of it
+    (twice Zeek's udp_inactivity_timeout).  That bound is what keeps a long capture's memory to the
+    conversations still talking; 119 s of silence keeps the conversation, 121 s starts a new one."""
+    t = 1_700_000_000 * 10**9
+    c, s = ("127.0.0.1", 41002), ("127.0.0.1", 53)
+    frames = [Frame(t, ethernet(udp_packet(c[0], c[1], s[0], s[1], b"q1"))),
+              Frame(t + 119 * 10**9, ethernet(udp_packet(s[0], s[1], c[0], c[1], b"r1"))),
+              Frame(t + 240 * 10**9, ethernet(udp_packet(c[0], c[1], s[0], s[1], b"q2")))]
+    path = tmp_path / "udp-idle.pcap"
+    path.write_bytes(pcap_file(frames))
+    ref = json.loads(in_memory(path))
+    assert [(u["packets"]["client"], u["packets"]["server"]) for u in ref["udp"]] == [(2, 1)]
+    doc = json.loads(streamed(path))
+    assert [(u["stream"], u["packets"]["client"], u["packets"]["server"]) for u in doc["udp"]] == [
+        (0, 1, 1), (1, 1, 0)]
+    assert any(w.startswith("1 UDP stream(s)") and "1 (was 0)" in w for w in doc["warnings"]), doc["warnings"]
+    assert sharded(path, 2) == streamed(path)
 
 
 def test_an_open_connection_silent_past_the_idle_limit_is_ended_even_on_the_fast_path(tmp_path: Path) -> None:
