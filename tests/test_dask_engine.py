@@ -44,12 +44,17 @@ def test_large_files_split_into_flow_shards_are_stitched_back_identically(client
     assert analyze_many_dask(files, None, scheduler=client, split_bytes=1, shards=5) == want
 
 
-def test_scheduler_address_string_opens_and_closes_its_own_client(client: Any) -> None:
-    address = client.scheduler.address
-    assert address.startswith("tcp://127.0.0.1:")
-    f = FIXTURES[:2]
-    opts = AnalysisOptions(server_ports=frozenset({9999}))
-    assert analyze_many_dask(f, opts, scheduler=address) == [analyze_file(p, opts).to_dict() for p in f]
+def test_scheduler_address_string_opens_and_closes_its_own_client() -> None:
+    # a scheduler of its own, as a user's would be: with the module's client on the same scheduler,
+    # distributed (2026.8) now and then batches a message for that client's stream with the new
+    # client's first one, and the new Client fails its handshake (``assert len(msg) == 1``)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        f = FIXTURES[:2]
+        opts = AnalysisOptions(server_ports=frozenset({9999}))
+        assert analyze_many_dask(f, opts, scheduler=address) == [analyze_file(p, opts).to_dict() for p in f]
 
 
 def test_unreadable_file_raises_its_typed_error_at_its_turn(client: Any, tmp_path: Path) -> None:
