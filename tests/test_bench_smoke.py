@@ -40,3 +40,22 @@ def test_bench_smoke_builds_times_and_checks_correctness(tmp_path: Path) -> None
     memory = results["memory"]
     assert memory["default_peak_mb_big"] > 0 and memory["peak_mb_big"] > 0
     assert "| contender |" in proc.stdout
+
+
+
+@pytest.mark.parametrize("name", ["http-get-ipv4.pcap", "udp-echo-ipv4.pcap"])
+def test_ablation_script_times_every_step_on_the_same_conversations(name: str) -> None:
+    """bench/ablate.py (the wall-clock profile of bench/README.md) runs each step and hands out
+    every conversation the analysis finds, at every step."""
+    from analyzers.analysis import analyze_file
+
+    path = REPO / "pcaps" / name
+    res = analyze_file(path)
+    assert res.tcp or res.udp
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "ablate.py"), str(path), "--rounds", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1] == f"handed out: {len(res.tcp)} TCP connections, {len(res.udp)} UDP conversations"
+    assert [line.split()[0] for line in lines[2:]] == ["nothing", "summary", "summary+json", "summary+json+spool"]
+    assert all(float(line.split()[1]) >= 0 for line in lines[2:])  # seconds (tiny here)
