@@ -134,10 +134,12 @@ def many_connections(tmp_path: Path, conns: int, gap_s: float) -> Path:
     frames: list[Frame] = []
     t = 1_000_000_000_000_000_000
     step = int(gap_s * 1e9)
-    # UDP every tenth connection from one of 3 ports; with longer gaps more often, from 2 ports, so that
-    # a port is silent 40 to 90 s: past Zeek's one-minute UDP timeout (its connections split) but
-    # within the streamed trackers' two minutes (loopcap's conversation goes on, as in memory)
-    udp_every, udp_ports = (10, 3) if gap_s <= 2 else (max(1, round(45 / gap_s)), 2)
+    # UDP every tenth connection from one of 3 ports (a port's datagrams at most 60 s apart for gaps up
+    # to 2 s); with longer gaps more often, from 2 ports, so that they are 45 to 90 s apart (gaps up to
+    # 45 s): within the streamed trackers' two minutes (loopcap's conversation goes on, as in memory)
+    # and, at the gaps of 10 and 20 s used here, 80 s: past Zeek's one-minute UDP timeout (its
+    # connections split)
+    udp_every, udp_ports = (10, 3) if gap_s <= 2 else (max(1, int(45 / gap_s)), 2)
     long_a, long_b = ("127.0.0.9", 5000), ("127.0.0.1", 22)
     frames.append(Frame(t, ethernet(tcp_packet(long_a[0], long_a[1], long_b[0], long_b[1], 1, 0, "S"))))
     frames.append(Frame(t + 1, ethernet(tcp_packet(long_b[0], long_b[1], long_a[0], long_a[1], 7, 2, "SA"))))
