@@ -32,10 +32,11 @@ from loopcap.cli import _options
 STEPS = ("nothing", "summary", "summary+json", "summary+json+spool")
 
 
-def _hand_over(step: str, spool: OrderedSpool, counts: list[int]
+def _hand_over(step: str, spools: tuple[OrderedSpool, OrderedSpool], counts: list[int]
                ) -> tuple[Callable[[TcpConnection], None], Callable[[UdpConversation], None]]:
     """What each handed-out connection costs at ``step`` (the TCP and UDP callbacks); ``counts``
-    counts them (TCP, UDP)."""
+    counts them and ``spools`` take them (TCP, UDP: one spool per kind, as a streamed analysis has,
+    since their stream numbers overlap)."""
     def doing(make: Callable[[Any], dict[str, Any]], kind: int) -> Callable[[Any], None]:
         def done(conn: Any) -> None:
             counts[kind] += 1
@@ -44,7 +45,7 @@ def _hand_over(step: str, spool: OrderedSpool, counts: list[int]
             elif step == "summary+json":
                 dumps_bytes(make(conn))
             elif step == "summary+json+spool":
-                spool.put(conn.stream, dumps_bytes(make(conn)))
+                spools[kind].put(conn.stream, dumps_bytes(make(conn)))
         return done
 
     return doing(summarize_tcp, 0), doing(summarize_udp, 1)
@@ -52,9 +53,9 @@ def _hand_over(step: str, spool: OrderedSpool, counts: list[int]
 
 def run(path: str, step: str) -> tuple[float, list[int]]:
     """Seconds of one analysis of ``path`` at ``step``, and the TCP and UDP conversations handed out."""
-    spool = OrderedSpool()
+    spools = (OrderedSpool(), OrderedSpool())
     counts = [0, 0]
-    tcp_done, udp_done = _hand_over(step, spool, counts)
+    tcp_done, udp_done = _hand_over(step, spools, counts)
     opts = replace(_options(()), on_tcp_done=tcp_done, on_udp_done=udp_done)
     try:
         start = time.perf_counter()
@@ -62,7 +63,8 @@ def run(path: str, step: str) -> tuple[float, list[int]]:
             analyze_file(path, opts)
         return time.perf_counter() - start, counts
     finally:
-        spool.close()
+        for spool in spools:
+            spool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
