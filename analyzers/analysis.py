@@ -23,6 +23,7 @@ from analyzers.pcapfile import CaptureReader, PacketRecord, ReadWarning
 from analyzers.picklable import fields_reduce
 from analyzers.summary import summarize_tcp, summarize_udp
 from analyzers.tcp import TcpConnection, TcpTracker
+from analyzers.tombstones import flow_hash
 from analyzers.udp import MAX_DATAGRAM_RECORDS, UdpConversation, UdpTracker
 
 SCHEMA: Final = "loopcap/1"
@@ -274,10 +275,11 @@ def analyze_records(records: Iterable[PacketRecord], options: AnalysisOptions | 
     opts = options or AnalysisOptions()
     decoder = opts.decoder_factory() if opts.decoder_factory is not None else Decoder()
     created = opts.created or {}
+    shard = (opts.shard[0], opts.shard[1]) if opts.shard is not None else (0, 1)
     tcp = TcpTracker(keep_payload=opts.keep_payload, http=opts.http, server_ports=opts.server_ports,
-                     on_done=opts.on_tcp_done, created=created.get("tcp"))
+                     on_done=opts.on_tcp_done, created=created.get("tcp"), shard=shard)
     udp = UdpTracker(keep_payload=opts.keep_payload, max_records_per_conversation=opts.max_datagrams,
-                     on_done=opts.on_udp_done, created=created.get("udp"))
+                     on_done=opts.on_udp_done, created=created.get("udp"), shard=shard)
     res = Analysis(file)
     decode = decoder.decode
     feed_tcp: Callable[[TcpSegment], object] = tcp.feed
@@ -435,8 +437,8 @@ def _loop_fast(records: Iterable[PacketRecord], res: Analysis, decode: Callable[
                     l4, version, ip_bytes, src, dst = 54, 6, 40 + plen, data[22:38], data[38:54]
             if l4:
                 sport, dport, seq, ack, offflags, window = unpack_tcp(data, l4)
-                if shards > 1 and (((sport ^ dport ^ src[-1] ^ dst[-1]) * 2654435761 & 0xFFFFFFFF) >> 16) % shards != k:
-                    continue  # another shard's flow: parallel.flow_shard inlined (a call per packet costs 4%)
+                if shards > 1 and flow_hash(src[-1], sport, dst[-1], dport) % shards != k:
+                    continue  # another shard's flow
                 flags = offflags & 0x1FF
                 payload = data[l4 + hlen:end]
                 paylen = ip_bytes - (l4 - 14) - hlen  # the IP payload on the wire, less the TCP header

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from analyzers.decode import TcpSegment
 from analyzers.pcapfile import CaptureReader, PacketRecord, RecordBlock
+from analyzers.tombstones import MIX1, MIX2
 
 if TYPE_CHECKING:
     from analyzers.analysis import Analysis, Shard
@@ -89,6 +90,17 @@ def _ints(column: Any) -> list[int]:
     return column.tolist()  # type: ignore[no-any-return]
 
 
+def _flow_hashes(sport: Any, src_last: Any, dport: Any, dst_last: Any) -> Any:
+    """:func:`analyzers.tombstones.flow_hash` of every row (int64; uint64 products wrap modulo 2**64
+    as the function's ``& M64`` does)."""
+    va = (sport << 8) | src_last
+    vb = (dport << 8) | dst_last
+    z = ((np.minimum(va, vb) << 24) | np.maximum(va, vb)).astype(np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
+    return ((z ^ (z >> np.uint64(31))) >> np.uint64(48)).astype(np.int64)
+
+
 def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any]:
     """Every record's header fields and, for Ethernet, the fast path's classification and fields
     (and ``a``: the block's bytes and :data:`_PAD`, as uint8)."""
@@ -145,8 +157,7 @@ def _columns(block: RecordBlock, shard: tuple[int, int] | None) -> dict[str, Any
     kind = np.where(steady, 2, np.where(fast, 1, 0))
     if shard is not None:
         k, shards = shard
-        last = np.where(ok4, b(29) ^ b(33), b(37) ^ b(53))  # the addresses' last bytes
-        owner = ((((sport ^ dport ^ last) * 2654435761) & 0xFFFFFFFF) >> 16) % shards
+        owner = _flow_hashes(sport, np.where(ok4, b(29), b(37)), dport, np.where(ok4, b(33), b(53))) % shards
         kind = np.where(fast & (owner != k), 3, kind)
     ks = p + np.where(ok4, 26, 22)  # the raw (src, dst, sport, dport) bytes: the flow cache's key
     cols.update(kind=kind, l4=l4, stop=stop, ip_bytes=ip_bytes, sport=sport, dport=dport,

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyzers.analysis import Analysis, AnalysisOptions, analyze_file, gc_paused
 from analyzers.errors import LoopcapError, UsageError
+from analyzers.tombstones import flow_hash
 
 if TYPE_CHECKING:
     from analyzers.progress import Progress
@@ -92,9 +93,9 @@ def flow_shard(src: bytes, sport: int, dst: bytes, dport: int, shards: int) -> i
     """The shard owning the conversation between ``(src, sport)`` and ``(dst, dport)``.
 
     Symmetric (both directions give the same shard), deterministic across processes and machines
-    (Python's ``hash`` of bytes is salted per process, so it is not used), and cheap."""
-    x = sport ^ dport ^ src[-1] ^ dst[-1]
-    return (((x * 2654435761) & 0xFFFFFFFF) >> 16) % shards
+    (Python's ``hash`` of bytes is salted per process, so it is not used), and cheap: the flow-shard
+    hash (:func:`analyzers.tombstones.flow_hash`) modulo ``shards``."""
+    return flow_hash(src[-1], sport, dst[-1], dport) % shards
 
 
 _ETH_IPV4 = 0x0800
@@ -177,8 +178,7 @@ def _raw_shard(linktype: int, data: bytes, shards: int) -> int:
             return -1
     else:
         return -1
-    x = ((data[l4] << 8) | data[l4 + 1]) ^ ((data[l4 + 2] << 8) | data[l4 + 3]) ^ a ^ b
-    return (((x * 2654435761) & 0xFFFFFFFF) >> 16) % shards
+    return flow_hash(a, (data[l4] << 8) | data[l4 + 1], b, (data[l4 + 2] << 8) | data[l4 + 3]) % shards
 
 
 # ---------------------------------------------------------------------------------------------

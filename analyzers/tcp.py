@@ -32,7 +32,7 @@ from analyzers.decode import (
 from analyzers.http import HttpSplitter
 from analyzers.reassembly import HALF, M32, StreamAssembler
 from analyzers.streams import StreamNumbers
-from analyzers.tombstones import Tombstones
+from analyzers.tombstones import NO_KEY, FlowKey, Tombstones
 
 #: bound on the FIN/RST packets remembered per connection (a RST storm must not grow memory)
 MAX_TEARDOWN_PACKETS: Final = 64
@@ -140,7 +140,7 @@ class TcpConnection:
         self.ece_cwr_seen = False
         self.tfo_syn_len = 0
         #: the tracker's key (streaming: to forget it), and since when it is closed (streaming)
-        self.key: tuple[object, ...] = ()
+        self.key: FlowKey = NO_KEY  # (set by the tracker)
         self.closing_since: int | None = None
         #: set after each :meth:`add`: a plain ACK or ACK+PSH segment, in order and fully captured,
         #: would change nothing here but counters, the payload and the ranges (see :meth:`add_steady`)
@@ -402,8 +402,9 @@ class TcpTracker:
 
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False, http: bool = True,
                  server_ports: Iterable[int] = (), on_done: Callable[[TcpConnection], None] | None = None,
-                 linger_ns: int = CLOSED_LINGER_NS, idle_ns: int = IDLE_NS, created: Callable[[int], None] | None = None) -> None:
-        self._by_key: dict[tuple[object, ...], TcpConnection] = {}
+                 linger_ns: int = CLOSED_LINGER_NS, idle_ns: int = IDLE_NS, created: Callable[[int], None] | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        self._by_key: dict[FlowKey, TcpConnection] = {}
         #: tcp.stream numbers (flow sharding, with ``created``: creation frames)
         self.numbers = StreamNumbers(created)
         self.connections: list[TcpConnection] = []
@@ -417,7 +418,7 @@ class TcpTracker:
         self._live: dict[int, TcpConnection] = {}  # streaming: stream -> connection not handed out yet
         self._closing: deque[TcpConnection] = deque()  # streaming: closed ones, roughly by last packet
         self._next_sweep: int | None = None  # streaming: when to look for idle connections next
-        self.tombstones = Tombstones()  # streaming: the 4-tuples handed out
+        self.tombstones = Tombstones(shard=shard)  # streaming: the 4-tuples handed out (flow shard k of n)
 
     @property
     def late(self) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from analyzers.decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpSegment
 from analyzers.picklable import fresh_only
-from analyzers.tombstones import HashMemory
+from analyzers.tombstones import FlowMemory
 
 if TYPE_CHECKING:  # pragma: no cover
     from analyzers.analysis import Analysis
@@ -523,9 +523,9 @@ class TcpAnalyzer:
         return self.conversations.get(stream)
 
 
-#: streaming: how many 4-tuples are remembered at least, to tell that a new stream reuses one (twice as
-#: many at most; in memory: all)
-MAX_REMEMBERED_TUPLES: Final = 1 << 16
+#: streaming: how many 4-tuples are remembered in each set of the memory (the most recent of the set)
+#: that tells that a new stream reuses one: 524,288 at most, 2 MB (in memory: all of them)
+REMEMBERED_TUPLE_WAYS: Final = 8
 
 
 class TcpAnalysisObserver:
@@ -538,7 +538,7 @@ class TcpAnalysisObserver:
         self.analyzer = TcpAnalyzer(record_completeness=record_completeness)
         #: the 4-tuples seen, by hash (streaming: the most recent, in a memory of fixed size): a new
         #: stream on one of them reuses it
-        self._seen: set[int] | HashMemory = set()
+        self._seen: set[int] | FlowMemory = set()
         self._streaming = False
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -551,9 +551,15 @@ class TcpAnalysisObserver:
         reused = False
         if stream not in self.analyzer.conversations:  # its first segment (a stream is never resumed)
             a, b = conn.ep
-            key = hash((a, b) if a <= b else (b, a))  # a tombstone must cost little, as in TcpTracker
-            reused = key in self._seen
-            self._seen.add(key)  # (streaming: the most recent now)
+            key = (a, b) if a <= b else (b, a)
+            seen = self._seen
+            if isinstance(seen, FlowMemory):  # streaming: the most recent of its set now
+                reused = key in seen
+                seen.add(key)
+            else:  # in memory: every 4-tuple, by hash (a tombstone must cost little, as in TcpTracker)
+                h = hash(key)
+                reused = h in seen
+                seen.add(h)
         self.analyzer.feed(stream, conn.direction_of(seg), seg, reused=reused)
 
     def on_udp(self, conv: UdpConversation, dg: object) -> None:
@@ -568,7 +574,7 @@ class TcpAnalysisObserver:
     # -- streaming (analyzers.streaming): each stream's result goes into its summary when it is done --
     def start_streaming(self, ready: Callable[[str, int], None]) -> None:
         self._streaming = True
-        self._seen = HashMemory(MAX_REMEMBERED_TUPLES, values=False)
+        self._seen = FlowMemory(REMEMBERED_TUPLE_WAYS, values=False)
 
     def waiting(self, kind: str, stream: int) -> bool:
         return False  # a stream handed out gets no more segments: its result is final

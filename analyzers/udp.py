@@ -17,7 +17,7 @@ from typing import Final
 
 from analyzers.decode import UdpDatagram
 from analyzers.streams import StreamNumbers
-from analyzers.tombstones import Tombstones
+from analyzers.tombstones import FlowKey, Tombstones
 
 PREVIEW_BYTES: Final = 64
 
@@ -83,8 +83,8 @@ class UdpTracker:
     def __init__(self, *, keep_payload: Callable[[int], bool] | bool = False,
                  max_records_per_conversation: int | None = MAX_DATAGRAM_RECORDS,
                  on_done: Callable[[UdpConversation], None] | None = None, idle_ns: int = IDLE_NS,
-                 created: Callable[[int], None] | None = None) -> None:
-        self._by_key: dict[tuple[object, ...], UdpConversation] = {}
+                 created: Callable[[int], None] | None = None, shard: tuple[int, int] = (0, 1)) -> None:
+        self._by_key: dict[FlowKey, UdpConversation] = {}
         #: udp.stream numbers (flow sharding, with ``created``: creation frames)
         self.numbers = StreamNumbers(created)
         self.conversations: list[UdpConversation] = []
@@ -96,7 +96,7 @@ class UdpTracker:
         #: streaming: the open conversations, by last datagram, oldest first (the same dict as
         #: :attr:`_by_key`: in a streaming tracker every known conversation is open)
         self._live = self._by_key if on_done is not None else {}
-        self.tombstones = Tombstones()  # streaming: the pairs handed out
+        self.tombstones = Tombstones(shard=shard)  # streaming: the pairs handed out (flow shard k of n)
 
     @property
     def late(self) -> list[tuple[int, int]]:
@@ -140,7 +140,7 @@ class UdpTracker:
                 break
             self._hand_out(key, conv)
 
-    def _hand_out(self, key: tuple[object, ...], conv: UdpConversation) -> None:
+    def _hand_out(self, key: FlowKey, conv: UdpConversation) -> None:
         del self._live[key]  # (and from _by_key: the same dict)
         self.tombstones.bury(key, conv.stream)
         assert self._on_done is not None

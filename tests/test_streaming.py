@@ -343,6 +343,36 @@ def test_sharded_streaming_numbers_reused_and_late_four_tuples_like_one_process(
         assert sharded(path, jobs) == want
 
 
+def test_sharded_runs_forget_handed_out_flows_as_one_process_does(tmp_path: Path) -> None:
+    """A streamed run remembers the most recent handed-out flows of each set of the flow-shard hash
+    (two per set): a flow forgotten in one process is forgotten in every shard count, so the late
+    warnings are the same."""
+    from analyzers.tombstones import TOMBSTONE_WAYS, flow_set
+
+    t = 1_700_000_000 * 10**9
+    lo = "127.0.0.1"
+    # three sets, modulo 6 0, 1 and 2 (in both shards of 2, in the three of 3); the hash reads an
+    # address's last byte only, so the flows from 127.0.m.1 for six m share their port pair's set
+    def set_of(p: int) -> int:
+        return flow_set(((b"\x7f\0\0\x01", p), (b"\x7f\0\0\x01", 53)))
+    ports = [next(p for p in range(20000, 21000) if set_of(p) % 6 == r) for r in range(3)]
+    flows = [(f"127.0.{m}.1", p) for p in ports for m in range(1, 7)]
+    frames = [Frame(t + k, ethernet(udp_packet(a, p, lo, 53, b"hi"))) for k, (a, p) in enumerate(flows)]
+    # 200 s later a busy flow: the trackers look at their clock and hand every silent flow out
+    frames += [Frame(t + 200 * 10**9 + k, ethernet(udp_packet("127.0.0.2", 9, "127.0.0.2", 9, b"x")))
+               for k in range(4096)]
+    # then every flow comes back: only the two of each set handed out last are remembered
+    frames += [Frame(t + 210 * 10**9 + k, ethernet(udp_packet(a, p, lo, 53, b"again")))
+               for k, (a, p) in enumerate(flows)]
+    path = tmp_path / "forgotten.pcap"
+    path.write_bytes(pcap_file(frames))
+    one = streamed(path)
+    warned = [w for w in json.loads(one)["warnings"] if " UDP stream(s)" in w]
+    assert TOMBSTONE_WAYS == 2 and len(warned) == 1 and warned[0].startswith("6 UDP stream(s)"), warned
+    for jobs in (2, 3):
+        assert sharded(path, jobs) == one
+
+
 @pytest.mark.parametrize("rows", [1, 3, 1 << 13])
 def test_the_shards_index_sections_are_merged_a_chunk_at_a_time(tmp_path: Path, rows: int,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
