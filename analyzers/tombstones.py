@@ -83,8 +83,8 @@ class FlowMemory:
         self.ways = ways
         self._shards = shards
         #: every set's tags, most recent first (0: an empty slot; a tag of 0 is stored as 1), and their ints
-        self._keys = array("I", bytes(4 * slots))
-        self._vals = array("q", bytes(8 * slots)) if values else array("q")
+        self._keys = array("I", [0]) * slots
+        self._vals = array("q", [0]) * slots if values else array("q")
 
     def _find(self, key: FlowKey) -> tuple[int, int, int]:
         """(the first slot of ``key``'s set, ``key``'s tag, its way in the set or -1)."""
