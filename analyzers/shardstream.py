@@ -37,6 +37,7 @@ from analyzers.parallel import _raw_shard, carry, flow_shard, raise_carried
 from analyzers.pcapfile import CaptureReader
 from analyzers.progress import Progress
 from analyzers.streaming import SummarySink, positional_reader, streams_with
+from analyzers.tcpanalysis import TcpAnalysisObserver
 from analyzers.zeek import ZeekObserver, ZeekShardPart, contribute_shards
 
 #: the kinds of conversation a spool holds, in the order of their sections
@@ -113,6 +114,9 @@ def _stream_shard(path: str, shard: int, shards: int, options: AnalysisOptions, 
     rows_path = spool_path + ".zeek"
     if zeek is not None:
         zeek.rows_path = rows_path
+    for ob in options.observers:
+        if isinstance(ob, TcpAnalysisObserver):  # its memory of 4-tuples: only this shard's sets
+            ob.shard = (shard, shards)
     sink = SummarySink(options.observers, put)  # (a shard's stream numbers are creation frames)
     opts = replace(options, on_tcp_done=sink.tcp_done, on_udp_done=sink.udp_done,
                    shard=(shard, shards, _raw_shard, flow_shard), created={kind: creator(kind) for kind in KINDS})

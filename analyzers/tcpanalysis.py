@@ -540,6 +540,9 @@ class TcpAnalysisObserver:
         #: stream on one of them reuses it
         self._seen: set[int] | FlowMemory = set()
         self._streaming = False
+        #: flow shard (k, shards) this observer follows (set by analyzers.shardstream): its memory of
+        #: 4-tuples then holds only that shard's sets
+        self.shard: tuple[int, int] = (0, 1)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (into another process's analysis options) as its configuration."""
@@ -574,7 +577,7 @@ class TcpAnalysisObserver:
     # -- streaming (analyzers.streaming): each stream's result goes into its summary when it is done --
     def start_streaming(self, ready: Callable[[str, int], None]) -> None:
         self._streaming = True
-        self._seen = FlowMemory(REMEMBERED_TUPLE_WAYS, values=False)
+        self._seen = FlowMemory(REMEMBERED_TUPLE_WAYS, shard=self.shard, values=False)
 
     def waiting(self, kind: str, stream: int) -> bool:
         return False  # a stream handed out gets no more segments: its result is final

@@ -402,6 +402,27 @@ def test_a_worker_hands_back_the_same_few_integers_however_many_connections_it_s
     assert sizes[1] - sizes[0] < 64, sizes  # (a few integers may take a byte more)
 
 
+def test_a_shard_workers_tcp_analysis_remembers_four_tuples_in_its_own_sets_only(tmp_path: Path) -> None:
+    """tcp.analysis' memory of 4-tuples (for "reused ports") is per set of the flow-shard hash, like the
+    trackers' tombstones: a worker allocates only its shard's sets, and still flags what one process
+    flags (the sharded documents equal the single one: the peers' tests above)."""
+    from analyzers.shardstream import _stream_shard
+    from analyzers.tcpanalysis import REMEMBERED_TUPLE_WAYS, TcpAnalysisObserver
+    from analyzers.tombstones import SETS, FlowMemory
+
+    path = many_connections(tmp_path, 60, gap_s=0.5)
+    sizes = {}
+    for shards in (1, 2, 4):
+        opts = peers()
+        spool = _stream_shard(str(path), shards - 1, shards, opts, str(tmp_path / f"peers-{shards}"))
+        assert spool.error is None
+        ob = next(o for o in opts.observers if isinstance(o, TcpAnalysisObserver))
+        assert ob.shard == (shards - 1, shards)
+        assert isinstance(ob._seen, FlowMemory)
+        sizes[shards] = len(ob._seen._keys)  # its slots
+    assert sizes == {n: (SETS // n + 1) * REMEMBERED_TUPLE_WAYS for n in (1, 2, 4)}
+
+
 def test_a_spool_cut_short_is_a_clear_error(tmp_path: Path) -> None:
     from analyzers.shardstream import _LocalSpool, _stream_shard, document_from_spools
 
