@@ -431,3 +431,33 @@ def test_block_loop_classifies_checksums_like_the_verifying_decoder(seed: int, c
     analyze_records(reader, AnalysisOptions(observers=[Seen()], decoder_factory=ChecksumDecoder), blocks=reader)
     assert got == want
     assert {"ok", "partial", "bad", "bad_ip", "unverified"} <= set(want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_word_sums_of_many_ranges_equal_rfc1071_sums_taken_one_range_at_a_time(seed: int) -> None:
+    """The checksums' word sums (numpy, many ranges of one block at once) against the sum of each
+    range on its own: ranges at odd and even offsets, of odd and even lengths, empty, overlapping,
+    nested, out of order, and ending where the block does (its padding follows)."""
+    import random
+
+    import numpy as np
+
+    from analyzers.blockloop import _PAD, _WordSums
+
+    rng = random.Random(seed)
+    block = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 5000)))
+    a = np.frombuffer(block + _PAD, dtype=np.uint8)
+    ranges = [(s, rng.randrange(0, min(1600, len(block) - s) + 1))
+              for s in (rng.randrange(len(block)) for _ in range(300))]
+    ranges += [(0, len(block)), (len(block) - 1, 1), (len(block), 0), (3 % len(block), 0)]
+
+    def one(start: int, length: int) -> int:
+        data = block[start:start + length] + b"\0" * (length & 1)  # RFC 1071 pads an odd last byte
+        return sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+
+    starts = np.array([s for s, _ in ranges], dtype=np.int64)
+    lengths = np.array([n for _, n in ranges], dtype=np.int64)
+    sums = _WordSums()
+    for _ in range(2):  # one instance serves every block of a loop
+        got = sums.load(a)(starts, lengths)
+        assert got.tolist() == [one(s, n) for s, n in ranges]
