@@ -557,8 +557,7 @@ class TcpAnalysisObserver:
             key = (a, b) if a <= b else (b, a)
             seen = self._seen
             if isinstance(seen, FlowMemory):  # streaming: the most recent of its set now
-                reused = key in seen
-                seen.add(key)
+                reused = seen.add(key)
             else:  # in memory: every 4-tuple, by hash (a tombstone must cost little, as in TcpTracker)
                 h = hash(key)
                 reused = h in seen

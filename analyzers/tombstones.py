@@ -103,8 +103,9 @@ class FlowMemory:
     def __contains__(self, key: FlowKey) -> bool:
         return self._find(key)[2] >= 0
 
-    def put(self, key: FlowKey, value: int = 0) -> None:
-        """Remember ``key`` (with ``value``) as the most recent of its set."""
+    def put(self, key: FlowKey, value: int = 0) -> bool:
+        """Remember ``key`` (with ``value``) as the most recent of its set; whether it was remembered
+        already."""
         base, h, way = self._find(key)
         keys, vals = self._keys, self._vals
         # the ways before its own (or, if it is new, every way but the oldest) move one down
@@ -115,10 +116,12 @@ class FlowMemory:
         keys[base] = h
         if vals:
             vals[base] = value
+        return way >= 0
 
-    def add(self, key: FlowKey) -> None:
-        """Remember ``key`` as the most recent of its set (as ``set.add``)."""
-        self.put(key)
+    def add(self, key: FlowKey) -> bool:
+        """Remember ``key`` as the most recent of its set (as ``set.add``); whether it was remembered
+        already (``key in memory`` before, without looking it up twice)."""
+        return self.put(key)
 
     def pop(self, key: FlowKey) -> int | None:
         """Forget ``key``; its int, or None if it was not remembered."""

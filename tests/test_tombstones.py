@@ -42,7 +42,7 @@ def test_a_flow_memory_keeps_the_most_recent_flows_of_each_set_and_forgets_what_
         held = [v for kk, v in entries if kk == k]
         op = rng.random()
         if op < 0.5:
-            mem.put(k, step)
+            assert mem.put(k, step) == bool(held), step
             entries[:] = ([(k, step)] + [e for e in entries if e[0] != k])[:ways]
         elif op < 0.75:
             assert mem.pop(k) == (held[0] if held else None), step
@@ -58,11 +58,12 @@ def test_a_flow_memory_without_values_is_a_set_of_each_sets_most_recent() -> Non
     other = key(1000, 9)
     assert flow_set(a) == flow_set(b) == flow_set(c) != flow_set(other)
     for k in (a, b, other):
-        mem.add(k)
+        assert not mem.add(k)  # (add tells whether it was remembered already)
     assert a in mem and b in mem and other in mem
-    mem.add(a)  # seen again: the most recent of its set, so it outlives b
-    mem.add(c)
+    assert mem.add(a)  # seen again: the most recent of its set, so it outlives b
+    assert not mem.add(c)
     assert a in mem and c in mem and b not in mem and other in mem
+    assert not mem.add(b) and mem.add(c)  # b was forgotten (and now a is)
     with pytest.raises(TypeError):
         mem.pop(a)
     with pytest.raises(ValueError):
